@@ -12,8 +12,22 @@ Derived values (all computed identically by the CPU and CUDA kernels):
 
 * uniform  ``(w + 1) * 2**-32`` in (0, 1];
 * sign     ``-1`` when the word's top bit is set, else ``+1``;
-* Gaussian entry ``i`` uses counter ``i // 2``: words (0, 1) with the cosine branch of
-  Box-Muller for even ``i``, words (2, 3) with the sine branch for odd ``i``, in float64.
+* Gaussian entry ``i`` uses counter ``c = i // 4`` and is computed in float32 (float64
+  outputs are the float32 value widened exactly): entries ``4c, 4c+1`` are the cosine and
+  sine of one Box-Muller pair from words (0, 1), entries ``4c+2, 4c+3`` the pair from words
+  (2, 3). For a pair of words ``(wu, wa)`` (every ``fma`` below is a fused multiply-add,
+  every other operation a correctly rounded float32 operation)::
+
+      u  = fma(float(wu), 2**-32, 2**-33)                # in (0, 1]
+      r  = sqrt(-2 * log(u))                             # log: Cephes logf polynomial
+      q  = ((wa + 2**29) mod 2**32) >> 30                # quadrant of the angle 2 pi wa / 2**32
+      x  = float(int32(wa - q * 2**30)) * (2 pi / 2**32) # residual angle in [-pi/4, pi/4)
+      (c, s) = Cephes cosf/sinf polynomials at x, rotated by q quarter turns
+      gaussian = (r * c, r * s)
+
+  The exact operation sequence (``sk_logf``, ``sk_gauss_pair``) is in
+  ``sketchcore/_cpu/_philox.pxd``; the CUDA kernels repeat it and agree within a few ulps.
+  ``scale`` multiplies in float64 before rounding to the output dtype.
 
 Because nothing depends on the order of generation, any block of any operator can be
 produced alone, by any thread, on any device, and gives the same numbers.

@@ -56,3 +56,17 @@ cdef inline void trsm_cm(char side, char uplo, char transa, char diag, int m, in
         strsm(&side, &uplo, &transa, &diag, &m, &n, &alpha, <float*>a, &lda, b, &ldb)
     else:
         dtrsm(&side, &uplo, &transa, &diag, &m, &n, &alpha, <double*>a, &lda, b, &ldb)
+
+
+# linalg: triangular multiply (added for the CQRRPT kernels of _qr.pyx).
+from scipy.linalg.cython_blas cimport strmm, dtrmm
+
+
+cdef inline void trmm_cm(char side, char uplo, char transa, char diag, int m, int n,
+                         floating alpha, const floating* a, int lda,
+                         floating* b, int ldb) noexcept nogil:
+    """Column-major TRMM: B = alpha op(A) B (side 'L') or alpha B op(A) (side 'R')."""
+    if floating is float:
+        strmm(&side, &uplo, &transa, &diag, &m, &n, &alpha, <float*>a, &lda, b, &ldb)
+    else:
+        dtrmm(&side, &uplo, &transa, &diag, &m, &n, &alpha, <double*>a, &lda, b, &ldb)

@@ -1,0 +1,172 @@
+"""GPU benchmark of SKLinear forward+backward (``python -m bench.sklinear_gpu``).
+
+SKLinear(8192, 8192, num_terms=1, low_rank=16) on 4096 tokens, float32 and bfloat16.
+Baselines in the same run: ``nn.Linear(8192, 8192)`` and the same factor math written in
+plain torch (``(x @ S1) @ U1 + (x @ U2) @ S2`` with autograd). Ours: the CUDA kernels called
+directly on DLPack views, and the ``sketchcore_torch`` layer when it runs on CUDA.
+"""
+import os
+
+import numpy as np
+
+from bench.gpu_common import torch_time, GpuBench
+
+
+def main():
+    import torch
+    import cupy
+    from sketchcore import _cuda
+    bench = GpuBench("sklinear_gpu", "SKLinear(8192, 8192, 1, 16) forward+backward, 4096 tokens")
+    dev = torch.cuda.get_device_name(0)
+    N, IN, OUT, L, k = 4096, 8192, 8192, 1, 16
+    torch.manual_seed(0)
+    for dtype, dname in ((torch.float32, "float32"), (torch.bfloat16, "bfloat16")):
+        case = f"{dname}"
+        x = torch.randn(N, IN, device="cuda", dtype=dtype, requires_grad=True)
+        g = torch.randn(N, OUT, device="cuda", dtype=dtype)
+        lin = torch.nn.Linear(IN, OUT, device="cuda", dtype=dtype)
+
+        def dense():
+            x.grad = None
+            lin.zero_grad(set_to_none=True)
+            lin(x).backward(g)
+
+        bench.add(case, "nn.Linear", torch_time(dense, repeats=10))
+        S1 = (torch.randn(L, IN, k, device="cuda", dtype=dtype) / IN ** 0.5).requires_grad_()
+        S2 = (torch.randn(L, k, OUT, device="cuda", dtype=dtype) / k ** 0.5).requires_grad_()
+        U1 = torch.randn(L, k, OUT, device="cuda", dtype=dtype).sign() / k ** 0.5
+        U2 = torch.randn(L, IN, k, device="cuda", dtype=dtype).sign() / k ** 0.5
+        b = torch.zeros(OUT, device="cuda", dtype=dtype, requires_grad=True)
+
+        def plain():
+            x.grad = S1.grad = S2.grad = b.grad = None
+            y = sum((x @ S1[i]) @ U1[i] + (x @ U2[i]) @ S2[i] for i in range(L)) / (2 * L) + b
+            y.backward(g)
+
+        bench.add(case, "plain torch factor math", torch_time(plain))
+        storage = "bfloat16" if dtype == torch.bfloat16 else None
+
+        def arr(t):
+            t = t.detach()
+            if t.dtype == torch.bfloat16:
+                t = t.view(torch.int16)
+            return cupy.from_dlpack(t)
+
+        xa, ga, S1a, S2a, U1a, U2a, ba = (arr(t) for t in (x, g, S1, S2, U1, U2, b))
+
+        def kernels():
+            y, hidden = _cuda.sketched_linear_forward(xa, S1a, S2a, U1a, U2a, ba, storage=storage)
+            _cuda.sketched_linear_backward(ga, xa, hidden, S1a, S2a, U1a, U2a, True,
+                                           storage=storage)
+
+        with cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream):
+            t = torch_time(kernels)
+        bench.add(case, "sketchcore CUDA kernels", t, baseline="nn.Linear")
+        bench.add(case, "sketchcore CUDA kernels ", t, baseline="plain torch factor math")
+        try:
+            import sketchcore_torch as pr
+            layer = pr.nn.SKLinear(IN, OUT, L, k, device="cuda", dtype=dtype)
+
+            def module():
+                x.grad = None
+                layer.zero_grad(set_to_none=True)
+                layer(x).backward(g)
+
+            t = torch_time(module)
+            bench.add(case, "sketchcore_torch SKLinear", t, baseline="nn.Linear")
+            bench.add(case, "sketchcore_torch SKLinear ", t, baseline="plain torch factor math")
+        except Exception as exc:   # report, never hide: the table says what did not run
+            bench.notes.append(f"sketchcore_torch SKLinear {dname} did not run: "
+                               f"{type(exc).__name__}: {exc}")
+        if dtype == torch.float32:
+            # cuBLAS on the same stacked formulation (how far a library GEMM gets).
+            A = cupy.concatenate([S1a[0], U2a[0]], axis=1)
+            B = cupy.concatenate([U1a[0], S2a[0]], axis=0)
+
+            def cublas():
+                h = xa @ A
+                y = (h @ B) * 0.5 + ba
+                G = ga @ B.T
+                gx = (G @ A.T) * 0.5
+                gS1 = (xa.T @ G[:, :k]) * 0.5
+                gS2 = (h[:, k:].T @ ga) * 0.5
+                gb = ga.sum(axis=0)
+                return y, gx, gS1, gS2, gb
+
+            with cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream):
+                t = torch_time(cublas)
+            bench.add(case, "cuBLAS stacked (cupy)", t, baseline="plain torch factor math")
+        del x, g, lin
+    bench.notes.append("Targets: >= 1.5x plain torch factor math (float32, bfloat16); "
+                       ">= 30x nn.Linear float32, >= 5x bfloat16.")
+    print(bench.write(dev))
+
+
+
+
+def breakdown():
+    """Per-product GPU and host times of the kernels (printed; for finding the slow part)."""
+    import cupy
+    from cupyx.profiler import benchmark
+    from sketchcore._cuda._gemm import Operand, gemm
+    from sketchcore._cuda import _linear
+    N, IN, OUT, L, k = 4096, 8192, 8192, 1, 16
+    K = L * k
+    rng = cupy.random.default_rng(1)
+    for xdt, storage in ((cupy.float32, None), (cupy.float16, None)):
+        ct = {cupy.float32: "float", cupy.float16: "sc_half"}[xdt]
+        x = rng.standard_normal((N, IN), dtype=cupy.float32).astype(xdt)
+        g = rng.standard_normal((N, OUT), dtype=cupy.float32).astype(xdt)
+        S1, U2 = (rng.standard_normal((L, IN, k), dtype=cupy.float32) for _ in range(2))
+        S2, U1 = (rng.standard_normal((L, k, OUT), dtype=cupy.float32) for _ in range(2))
+        A, B = _linear._stacks(S1, S2, U1, U2, "float", "float", cupy.float32)
+        hidden = cupy.empty((N, 2 * K), cupy.float32)
+        G = cupy.empty((N, 2 * K), cupy.float32)
+        y = cupy.empty((N, OUT), xdt)
+        gx = cupy.empty((N, IN), xdt)
+        gS1 = cupy.empty((IN, K), cupy.float32)
+        gS2 = cupy.empty((K, OUT), cupy.float32)
+        f = "float"
+        stages = {
+            "stack factors": lambda: _linear._stacks(S1, S2, U1, U2, "float", "float", cupy.float32),
+            "hidden = x A": lambda: gemm(N, 2 * K, IN, Operand(x, ct, IN, 1), Operand(A, f, 2 * K, 1), hidden, f, f),
+            "y = hidden B": lambda: gemm(N, OUT, 2 * K, Operand(hidden, f, 2 * K, 1), Operand(B, f, OUT, 1), y, ct, f, alpha=0.5),
+            "G = g B^T": lambda: gemm(N, 2 * K, OUT, Operand(g, ct, OUT, 1), Operand(B, f, 1, OUT), G, f, f),
+            "gx = G A^T": lambda: gemm(N, IN, 2 * K, Operand(G, f, 2 * K, 1), Operand(A, f, 1, 2 * K), gx, ct, f, alpha=0.5),
+            "gS1 = x^T G1": lambda: gemm(IN, K, N, Operand(x, ct, 1, IN), Operand(G, f, 2 * K, 1), gS1, f, f, alpha=0.5),
+            "gS2 = h2^T g": lambda: gemm(K, OUT, N, Operand(hidden[:, K:], f, 1, 2 * K), Operand(g, ct, OUT, 1), gS2, f, f, alpha=0.5),
+            "forward (all)": lambda: _linear.sketched_linear_forward(x, S1, S2, U1, U2, None),
+            "backward (all)": lambda: _linear.sketched_linear_backward(g, x, hidden, S1, S2, U1, U2, True),
+        }
+        for name, fn in stages.items():
+            r = benchmark(fn, n_repeat=20, n_warmup=3)
+            print(f"breakdown {str(xdt.__name__):8s} {name:16s} gpu {r.gpu_times.mean() * 1e3:8.3f} ms"
+                  f"   host {r.cpu_times.mean() * 1e3:8.3f} ms", flush=True)
+    # Where the torch layer spends its time beyond the kernels.
+    import torch
+    import sketchcore_torch as pr
+    for dtype in (torch.float32, torch.bfloat16):
+        layer = pr.nn.SKLinear(IN, OUT, L, k, device="cuda", dtype=dtype)
+        xt = torch.randn(N, IN, device="cuda", dtype=dtype, requires_grad=True)
+        gt = torch.randn(N, OUT, device="cuda", dtype=dtype)
+        for _ in range(3):
+            layer(xt).backward(gt)
+        torch.cuda.synchronize()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
+                                                torch.profiler.ProfilerActivity.CUDA]) as prof:
+            for _ in range(5):
+                layer(xt).backward(gt)
+            torch.cuda.synchronize()
+        print(f"torch profile {dtype}")
+        print(prof.key_averages().table(sort_by="self_device_time_total", row_limit=14,
+                                        max_name_column_width=50))
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10,
+                                        max_name_column_width=50))
+
+
+if __name__ == "__main__":
+    import sys
+    if "--breakdown" in sys.argv:
+        breakdown()
+    else:
+        main()
