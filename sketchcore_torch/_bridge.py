@@ -1,0 +1,118 @@
+"""Zero-copy bridge between torch tensors and the array types sketchcore's kernels take.
+
+CPU tensors become NumPy arrays that share their memory (``Tensor.numpy``); CUDA tensors
+become CuPy arrays through DLPack, exported on torch's *current* CUDA stream so that work
+already queued by torch is ordered before whatever the kernels launch on that stream.
+Nothing here copies: strides (non-contiguous, transposed views) travel with the data, and
+the kernels' own input validation decides whether a contiguous copy is needed.
+"""
+import numpy as np
+import torch
+
+__all__ = ["to_array", "to_tensor", "cuda_stream"]
+
+
+def to_array(t):
+    """View a tensor as a NumPy (CPU) or CuPy (CUDA) array without copying.
+
+    Parameters
+    ----------
+    t : torch.Tensor
+        Any strides; autograd history is ignored (the view is of ``t.detach()``).
+
+    Returns
+    -------
+    numpy.ndarray or cupy.ndarray
+        Same shape, strides and dtype as ``t``, sharing its memory.
+
+    Raises
+    ------
+    TypeError
+        ``t`` is not a tensor, or its dtype has no NumPy/CuPy equivalent (bfloat16):
+        cast it first, e.g. ``t.float()``.
+    ValueError
+        ``t`` lives on a device other than CPU or CUDA.
+    """
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"to_array expects a torch.Tensor, got {type(t).__name__}")
+    if t.dtype == torch.bfloat16:
+        raise TypeError("to_array: bfloat16 has no NumPy/CuPy dtype; cast the tensor to "
+                        "float32 first (t.float())")
+    t = t.detach()
+    if t.is_conj():
+        t = t.resolve_conj()
+    if t.is_neg():
+        t = t.resolve_neg()
+    if t.device.type == "cpu":
+        return t.numpy()
+    if t.device.type == "cuda":
+        import cupy
+        with cuda_stream(t.device):
+            return cupy.from_dlpack(t)
+    raise ValueError(f"to_array supports CPU and CUDA tensors, got device {t.device}")
+
+
+def to_tensor(a, like=None):
+    """Wrap a NumPy or CuPy array as a torch tensor without copying.
+
+    Parameters
+    ----------
+    a : numpy.ndarray or cupy.ndarray
+    like : torch.Tensor, optional
+        When given, the result is checked to be on ``like``'s device (the kernels return
+        arrays on the device of their inputs, so no transfer ever happens here).
+
+    Returns
+    -------
+    torch.Tensor
+        Shares ``a``'s memory, same shape, strides and dtype.
+
+    Raises
+    ------
+    TypeError
+        ``a`` is neither a NumPy nor a CuPy array.
+    ValueError
+        ``like`` is on another device than ``a``.
+    """
+    if isinstance(a, np.ndarray):
+        if not a.flags.writeable:
+            # torch.from_numpy warns on read-only arrays because tensors are writable;
+            # a read-only result can only be a view of caller data, so copy it once.
+            a = a.copy()
+        out = torch.from_numpy(a)
+    elif type(a).__module__.split(".", 1)[0] == "cupy":
+        with cuda_stream(torch.device("cuda", a.device.id)):
+            out = torch.from_dlpack(a)
+    else:
+        raise TypeError(f"to_tensor expects a NumPy or CuPy array, got {type(a).__name__}")
+    if like is not None and out.device != like.device:
+        raise ValueError(f"to_tensor: array is on {out.device}, expected {like.device}")
+    return out
+
+
+class cuda_stream:
+    """Context manager: CuPy's current device and stream = torch's current ones on ``device``.
+
+    Kernels launched by CuPy inside it are ordered with torch's work on that stream, which
+    is what makes the DLPack exchange safe without extra synchronisation.
+    """
+
+    def __init__(self, device):
+        self.device = torch.device(device)
+        self._ctx = []
+
+    def __enter__(self):
+        import cupy
+        index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+        dev = cupy.cuda.Device(index)
+        dev.__enter__()
+        self._ctx.append(dev)
+        stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(index).cuda_stream, index)
+        stream.__enter__()
+        self._ctx.append(stream)
+        return stream
+
+    def __exit__(self, *exc):
+        while self._ctx:
+            self._ctx.pop().__exit__(*exc)
+        return False

@@ -1,0 +1,282 @@
+"""torch.library custom ops of the sketched layers: kernels, fake kernels, autograd.
+
+Two ops in the ``sketchcore`` namespace wrap sketchcore's array kernels (CPU: Cython/BLAS;
+CUDA: whatever ``sketchcore._backend.get_backend`` returns for CuPy arrays):
+
+``sketchcore::sklinear_forward(x, S1s, S2s, U1s, U2s, bias) -> (y, hidden)``
+    ``y = x @ W_eff + bias``; ``hidden = x @ [S1s | U2s]`` (batch, 2Lk) is kept for the
+    backward, which then needs no extra pass over ``x``. ``hidden`` is marked
+    non-differentiable: it is a function of ``x`` and the factors, and the backward op's own
+    derivative routes its dependence through ``x`` (see ``_backward_backward``).
+``sketchcore::sklinear_backward(grad_y, x, hidden, S1s, S2s, U1s, U2s, has_bias, need_x,
+need_weights) -> (grad_x, grad_S1s, grad_S2s, grad_bias)``
+    Gradients not asked for come back empty (shape (0,)) and cost nothing.
+
+Both are differentiable (the backward's derivative is written with the two ops
+themselves), so gradients of any order exist; both have fake kernels, so
+``torch.compile(fullgraph=True)`` traces through them. Eager calls from ``sketched_linear``
+and ``SKLinear`` use ``_EagerSKLinear``, an ``autograd.Function`` over the same kernels and
+formulas that skips the dispatcher's per-call cost. Half-precision inputs are computed in
+float32 and returned in the inputs' dtype (``hidden`` stays float32).
+"""
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from sketchcore._backend import get_backend
+from sketchcore_torch._bridge import to_array, to_tensor
+
+__all__ = ["sketched_linear", "sklinear_forward", "sklinear_backward"]
+
+_HALF = (torch.float16, torch.bfloat16)
+_EMPTY_SHAPE = (0,)
+
+
+def _compute_dtype(dtype):
+    return torch.float32 if dtype in _HALF else dtype
+
+
+def _arrays(dtype, *tensors):
+    """Contiguous NumPy/CuPy views of the tensors in the compute dtype (None passes through),
+    and the kernel package that serves them."""
+    out = []
+    cpu = True
+    for t in tensors:
+        if t is None:
+            out.append(None)
+            continue
+        if t.dtype != dtype:
+            t = t.to(dtype)
+        if not t.is_contiguous():
+            t = t.contiguous()
+        if t.device.type == "cpu":
+            # Fast path of _bridge.to_array for the common case (no conj/neg views here).
+            out.append(t.detach().numpy())
+        else:
+            cpu = False
+            out.append(to_array(t))
+    # Mixed devices (or CuPy) go through the dispatcher, which refuses mixtures clearly.
+    return out, (_cpu_backend() if cpu else get_backend(*out))
+
+
+def _cpu_backend():
+    from sketchcore import _cpu
+    return _cpu
+
+
+def _forward_impl(x, S1s, S2s, U1s, U2s, bias):
+    cdt = _compute_dtype(x.dtype)
+    arrays, backend = _arrays(cdt, x, S1s, S2s, U1s, U2s, bias)
+    y, hidden = backend.sketched_linear_forward(*arrays)
+    y = to_tensor(y, like=x)
+    return (y.to(x.dtype) if y.dtype != x.dtype else y), to_tensor(hidden, like=x)
+
+
+def _backward_impl(grad_y, x, hidden, S1s, S2s, U1s, U2s, has_bias, need_x, need_weights):
+    cdt = _compute_dtype(x.dtype)
+    arrays, backend = _arrays(cdt, grad_y, x, hidden, S1s, S2s, U1s, U2s)
+    grads = backend.sketched_linear_backward(*arrays, has_bias, need_x, need_weights)
+    out = []
+    for g, ref in zip(grads, (x, S1s, S2s, S2s)):
+        if g is None:
+            out.append(ref.new_empty(_EMPTY_SHAPE))
+            continue
+        t = to_tensor(g, like=ref)
+        out.append(t.to(ref.dtype) if t.dtype != ref.dtype else t)
+    return tuple(out)
+
+
+# ----------------------------------------------------------------------------- forward op
+@torch.library.custom_op("sketchcore::sklinear_forward", mutates_args=())
+def sklinear_forward(x: Tensor, S1s: Tensor, S2s: Tensor, U1s: Tensor, U2s: Tensor,
+                     bias: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+    """Sketched linear forward on 2-D ``x`` (batch, in); returns ``(y, hidden)``."""
+    return _forward_impl(x, S1s, S2s, U1s, U2s, bias)
+
+
+@sklinear_forward.register_fake
+def _(x, S1s, S2s, U1s, U2s, bias):
+    L, _, k = S1s.shape
+    return (x.new_empty((x.shape[0], S2s.shape[2])),
+            x.new_empty((x.shape[0], 2 * L * k), dtype=_compute_dtype(x.dtype)))
+
+
+# ---------------------------------------------------------------------------- backward op
+@torch.library.custom_op("sketchcore::sklinear_backward", mutates_args=())
+def sklinear_backward(grad_y: Tensor, x: Tensor, hidden: Optional[Tensor], S1s: Tensor,
+                      S2s: Tensor, U1s: Tensor, U2s: Tensor, has_bias: bool, need_x: bool,
+                      need_weights: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Gradients of the sketched linear layer; unwanted ones are empty tensors."""
+    return _backward_impl(grad_y, x, hidden, S1s, S2s, U1s, U2s, has_bias, need_x,
+                          need_weights)
+
+
+@sklinear_backward.register_fake
+def _(grad_y, x, hidden, S1s, S2s, U1s, U2s, has_bias, need_x, need_weights):
+    return (x.new_empty(x.shape if need_x else _EMPTY_SHAPE),
+            S1s.new_empty(S1s.shape if need_weights else _EMPTY_SHAPE),
+            S2s.new_empty(S2s.shape if need_weights else _EMPTY_SHAPE),
+            S2s.new_empty((S2s.shape[2],) if has_bias else _EMPTY_SHAPE))
+
+
+# ------------------------------------------------------------------------------- autograd
+def _forward_setup(ctx, inputs, output):
+    x, S1s, S2s, U1s, U2s, bias = inputs
+    ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)
+    ctx.has_bias = bias is not None
+    ctx.save_for_backward(x, S1s, S2s, U1s, U2s, output[1])
+
+
+def _input_grads(ctx, grad_y, backward):
+    if grad_y is None:
+        return None, None, None, None, None, None
+    x, S1s, S2s, U1s, U2s, hidden = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    need_x, need_w = need[0], need[1] or need[2]
+    gx, g1, g2, gb = backward(grad_y, x, hidden, S1s, S2s, U1s, U2s,
+                              ctx.has_bias and need[5], need_x, need_w)
+    return (gx if need_x else None, g1 if need[1] else None, g2 if need[2] else None,
+            None, None, gb if ctx.has_bias and need[5] else None)
+
+
+def _forward_backward(ctx, grad_y, grad_hidden):
+    return _input_grads(ctx, grad_y, torch.ops.sketchcore.sklinear_backward)
+
+
+sklinear_forward.register_autograd(_forward_backward, setup_context=_forward_setup)
+
+
+class _EagerSKLinear(torch.autograd.Function):
+    """The forward op's eager twin: same kernels and formulas, without the dispatcher.
+
+    Eager calls skip ``torch.library``'s Python dispatch layers (tens of microseconds per
+    call, which dominate small layers); a backward that must itself be differentiable
+    (``create_graph=True``) goes through the backward *op*, whose autograd is registered.
+    Under ``torch.compile`` and for devices without kernels (meta) the ops are used.
+    """
+
+    # Old-style forward(ctx, ...): the setup_context style makes Function.apply bind
+    # arguments through inspect.signature on every call (~20 us).
+    @staticmethod
+    def forward(ctx, x, S1s, S2s, U1s, U2s, bias):
+        out = _forward_impl(x, S1s, S2s, U1s, U2s, bias)
+        _forward_setup(ctx, (x, S1s, S2s, U1s, U2s, bias), out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_y, grad_hidden):
+        backward = (torch.ops.sketchcore.sklinear_backward if torch.is_grad_enabled()
+                    else _backward_impl)
+        return _input_grads(ctx, grad_y, backward)
+
+
+def _apply(x, S1s, S2s, U1s, U2s, bias):
+    """y = x @ W_eff + bias on validated tensors: the eager Function or the op."""
+    if torch.compiler.is_compiling() or x.device.type not in ("cpu", "cuda"):
+        return _apply(x, S1s, S2s, U1s, U2s, bias)
+    return _EagerSKLinear.apply(x, S1s, S2s, U1s, U2s, bias)[0]
+
+
+def _backward_setup(ctx, inputs, output):
+    grad_y, x, hidden, S1s, S2s, U1s, U2s, has_bias, need_x, need_w = inputs
+    ctx.set_materialize_grads(False)
+    ctx.flags = (has_bias, need_x, need_w)
+    ctx.save_for_backward(grad_y, x, S1s, S2s, U1s, U2s)
+
+
+def _backward_backward(ctx, a_x, a_1, a_2, a_b):
+    """Derivative of the backward op, written with the two ops (so it is differentiable too).
+
+    With c = 1/(2L) the backward op computes grad_x = c g W_eff^T, grad_S1s[i] =
+    c x^T g U1s[i]^T, grad_S2s[i] = c (x U2s[i])^T g, grad_bias = sum_rows g. Given
+    cotangents (a_x, a_1, a_2, a_b) of those four results:
+
+    * d/dg = a_x W_eff + c x sum_i (a_1[i] U1s[i] + U2s[i] a_2[i]) + a_b
+           = fwd(a_x; S1s, S2s) + fwd(x; a_1, a_2, bias=a_b);
+    * d/dx = c g (sum_i a_1[i] U1s[i] + U2s[i] a_2[i])^T = bwd(g, x; a_1, a_2).grad_x,
+      which already includes the path through ``hidden`` = x U2s;
+    * d/dS1s, d/dS2s = bwd(g, a_x; S1s, S2s).grad_S1s, .grad_S2s (x replaced by a_x).
+    """
+    grad_y, x, S1s, S2s, U1s, U2s = ctx.saved_tensors
+    has_bias, need_x, need_w = ctx.flags
+    need = ctx.needs_input_grad
+    if not need_x:
+        a_x = None
+    if not need_w:
+        a_1 = a_2 = None
+    if a_1 is not None or a_2 is not None:
+        a_1 = torch.zeros_like(S1s) if a_1 is None else a_1
+        a_2 = torch.zeros_like(S2s) if a_2 is None else a_2
+    if not has_bias:
+        a_b = None
+
+    d_g = d_x = d_S1 = d_S2 = None
+    if need[0]:
+        parts = []
+        if a_x is not None:
+            parts.append(torch.ops.sketchcore.sklinear_forward(a_x, S1s, S2s, U1s, U2s, None)[0])
+        if a_1 is not None:
+            parts.append(torch.ops.sketchcore.sklinear_forward(x, a_1, a_2, U1s, U2s, a_b)[0])
+        elif a_b is not None:
+            parts.append(a_b.expand(grad_y.shape))
+        if parts:
+            d_g = parts[0]
+            for p in parts[1:]:
+                d_g = d_g + p
+    if need[1] and a_1 is not None:
+        d_x = torch.ops.sketchcore.sklinear_backward(
+            grad_y, x, None, a_1, a_2, U1s, U2s, False, True, False)[0]
+    if (need[3] or need[4]) and a_x is not None:
+        _, d_S1, d_S2, _ = torch.ops.sketchcore.sklinear_backward(
+            grad_y, a_x, None, S1s, S2s, U1s, U2s, False, False, True)
+    return (d_g, d_x, None, d_S1 if need[3] else None, d_S2 if need[4] else None,
+            None, None, None, None, None)
+
+
+sklinear_backward.register_autograd(_backward_backward, setup_context=_backward_setup)
+
+
+# ------------------------------------------------------------------------- public wrapper
+def sketched_linear(x, S1s, S2s, U1s, U2s, bias=None):
+    """``x @ W_eff + bias`` with autograd, for 2-D ``x``; see ``sketchcore_torch.nn.SKLinear``.
+
+    Parameters
+    ----------
+    x : Tensor of shape (batch, in)
+    S1s, U2s : Tensor of shape (L, in, k)
+    S2s, U1s : Tensor of shape (L, k, out)
+    bias : Tensor of shape (out,), optional
+
+    Returns
+    -------
+    Tensor of shape (batch, out), dtype of ``x``.
+
+    Raises
+    ------
+    ValueError
+        Inconsistent shapes.
+    TypeError
+        The tensors do not share one floating dtype.
+    """
+    if x.dim() != 2 or S1s.dim() != 3 or x.shape[1] != S1s.shape[1]:
+        raise ValueError(f"sketched_linear expects x of shape (batch, {S1s.shape[1]}) and "
+                         f"S1s of shape (L, in, k), got x {tuple(x.shape)}, "
+                         f"S1s {tuple(S1s.shape)}")
+    L, n_in, k = S1s.shape
+    n_out = S2s.shape[-1]
+    if (S2s.shape != (L, k, n_out) or U1s.shape != (L, k, n_out)
+            or U2s.shape != (L, n_in, k) or (bias is not None and bias.shape != (n_out,))):
+        raise ValueError(
+            f"inconsistent factor shapes: S1s {tuple(S1s.shape)}, S2s {tuple(S2s.shape)}, "
+            f"U1s {tuple(U1s.shape)}, U2s {tuple(U2s.shape)}"
+            + ("" if bias is None else f", bias {tuple(bias.shape)}"))
+    dtype = x.dtype
+    for name, t in (("S1s", S1s), ("S2s", S2s), ("U1s", U1s), ("U2s", U2s), ("bias", bias)):
+        if t is not None and t.dtype != dtype:
+            raise TypeError(f"sketched_linear: all tensors must share one dtype; x is {dtype} "
+                            f"but {name} is {t.dtype}")
+    if not dtype.is_floating_point:
+        raise TypeError(f"sketched_linear: expected a floating dtype, got {dtype}")
+    return _apply(x, S1s, S2s, U1s, U2s, bias)
