@@ -1,0 +1,2 @@
+"""Private building blocks of :mod:`sketchcore.linalg` (one algorithm per module)."""
+__all__ = []

@@ -1,0 +1,314 @@
+"""Overdetermined least squares by sketch-and-precondition (Blendenpik / LSRN style)."""
+import dataclasses
+import math
+
+import numpy as np
+
+from sketchcore._backend import array_namespace  # GPU dispatch
+from sketchcore._backend import check_array, check_size, check_same_dtype, get_backend
+from sketchcore.random import resolve_seed
+from sketchcore._linalg._common import (check_matrix, check_positive_float, make_sketch,
+                                        check_sketch_kind, check_finite_via,
+                                        rank_from_diagonal, extreme_singular_values_upper,
+                                        blas_single_thread)
+
+__all__ = ["lstsq", "LstsqInfo", "SKETCH_FACTOR"]
+
+#: Default sketch rows per column. For a Gaussian-like embedding of an n-dimensional space
+#: with d rows the preconditioned singular values lie in about [1/(1+sqrt(n/d)),
+#: 1/(1-sqrt(n/d))]: d = 4n gives condition ~3, and LSQR's error then shrinks by
+#: sqrt(n/d) = 1/2 (at least) per iteration. The sparse sketch costs the same for any d;
+#: d only enters the O(d n^2) pivoted QR, so 4n is the usual balance (Blendenpik uses 4n).
+SKETCH_FACTOR = 4
+
+
+@dataclasses.dataclass
+class LstsqInfo:
+    """Diagnostics of :func:`lstsq`; per-column arrays when ``b`` is 2-D.
+
+    Attributes
+    ----------
+    iterations : int
+        LSQR iterations run (all columns advance together).
+    converged : bool or ndarray of bool
+        Whether the stopping rule was met.
+    error_estimate : float or ndarray
+        Bound on ``||x - x_ls|| / ||x||`` when LSQR stopped (see :func:`lstsq`).
+    residual_norm : float or ndarray
+        ``||b - A x||`` (LSQR's recurrence).
+    normal_residual : float or ndarray
+        ``||M^T (b - A x)||`` with ``M = A[:, J] R^-1`` the preconditioned matrix.
+    rank : int
+        Numerical rank kept by the pivoted QR of the sketch.
+    sketch_rows : int
+        Rows ``d`` of the sketch (``m`` when no sketch was needed).
+    tol : float
+        Tolerance actually used (``tol`` raised to the attainable floor).
+    seed : int
+        Seed of the sketch.
+    """
+    iterations: int
+    converged: object
+    error_estimate: object
+    residual_norm: object
+    normal_residual: object
+    rank: int
+    sketch_rows: int
+    tol: float
+    seed: int
+
+
+def lstsq(A, b, tol=1e-10, seed=None, *, sketch="sparse_sign", sketch_size=None,
+          max_iter=None, rtol=None):
+    """Least-squares solution of ``min ||A x - b||`` for tall ``A`` (sketch-and-precondition).
+
+    1. sketch ``S A`` and ``S b`` (``S`` of shape ``(d, m)``, default ``d = 4 n``; no sketch
+       when ``d >= m``);
+    2. pivoted QR ``S A[:, J] = Q_s R`` (LAPACK ``geqp3``); the numerical rank ``r`` is read
+       off ``R``'s diagonal as in :func:`cqrrpt`;
+    3. warm start from the sketched solution ``z0 = Q_s^T S b`` when it beats ``z = 0``
+       (compared by the true residual: ``||b - M z||^2 = ||r*||^2 + ||M (z - z*)||^2``, so
+       the smaller residual is the smaller error);
+    4. LSQR on ``M z = b`` with ``M = A[:, J[:r]] R^-1``, whose condition number is that of
+       the embedding (about 3) whatever ``cond(A)``. Each iteration makes one pass over ``A``
+       computing ``A p`` and ``A^T A p`` together (for C-contiguous ``A``); the Golub-Kahan
+       vector ``M^T u`` is then recovered from the recurrence instead of a second pass;
+    5. ``x[J[:r]] = R^-1 z``, other entries 0.
+
+    Stopping rule (on the preconditioned normal residual): with ``r_k = b - M z_k``,
+    ``M^T r_k = M^T M (z* - z_k)``, so ``||z_k - z*|| <= ||M^T r_k|| / s_min(M)^2`` and
+    ``||x_k - x*|| <= ||R^-1|| ||M^T r_k|| / s_min(M)^2``. LSQR stops when that bound is at most
+    ``tol * ||x_k||``, with ``s_min(M)^2`` taken as ``1 / (1 + sqrt(r/d))^2 / 2``
+    (the embedding bound with a safety factor 2), or when ``r_k = 0`` to working precision.
+    ``tol`` is raised to the attainable floor ``10 eps cond(R)``.
+
+    Rank deficiency is handled, not refused: columns that the pivoted QR of the sketch finds
+    dependent are dropped and get ``x = 0`` (a *basic* solution: the residual is minimal,
+    but ``x`` is not the minimum-norm solution that ``scipy.linalg.lstsq`` returns).
+    Several right-hand sides (``b`` 2-D) are solved together: one shared preconditioner and
+    one pass over ``A`` per iteration for all columns, each column with its own LSQR scalars
+    and stopping test (a column that has converged is frozen).
+
+    Parameters
+    ----------
+    A : array_like of shape (m, n)
+        ``m >= n``; float32 or float64, any layout (C-contiguous is fastest).
+    b : array_like of shape (m,) or (m, k)
+        Same dtype as ``A``.
+    tol : float, default 1e-10
+        Target relative error of ``x``, in (0, 1).
+    seed : int or None
+    sketch : str, default "sparse_sign"
+    sketch_size : int, optional
+        Sketch rows ``d >= n`` (default ``4 n``).
+    max_iter : int, optional
+        LSQR iteration cap (default ``100 + 10 * ceil(log10(1 / tol))``).
+    rtol : float, optional
+        Rank threshold relative to ``|R[0, 0]|`` (default ``max(d, n) eps``).
+
+    Returns
+    -------
+    x : ndarray of shape (n,) or (n, k)
+    info : LstsqInfo
+
+    Raises
+    ------
+    TypeError
+        Non-float dtypes, or ``A`` and ``b`` of different dtypes.
+    ValueError
+        Wrong dimensions, ``m < n`` (underdetermined), empty or non-finite input, ``tol``
+        outside (0, 1), ``sketch_size < n``, unknown ``sketch``.
+    """
+    if array_namespace(A, b) == "cupy":   # GPU inputs (GPU engineer): host LSQR, device result
+        from sketchcore._cuda import _linalg as _gpu
+        return _gpu.lstsq(lstsq, A, b, tol=tol, seed=seed, sketch=sketch,
+                          sketch_size=sketch_size, max_iter=max_iter, rtol=rtol)
+    A = check_matrix(A, "A")
+    b = check_array(b, "b", min_ndim=1, max_ndim=2)
+    check_same_dtype(A=A, b=b)
+    m, n = A.shape
+    if m < n:
+        raise ValueError(f"lstsq solves overdetermined problems: A must have m >= n rows, "
+                         f"got shape {A.shape}")
+    if b.shape[0] != m:
+        raise ValueError(f"b must have {m} rows to match A of shape {A.shape}, "
+                         f"got shape {b.shape}")
+    tol = check_positive_float(tol, "tol", maximum=1.0)
+    check_sketch_kind(sketch)
+    d = SKETCH_FACTOR * n if sketch_size is None else check_size(sketch_size, "sketch_size")
+    if d < n:
+        raise ValueError(f"sketch_size must be >= n = {n}, got {d}")
+    if max_iter is None:
+        max_iter = 100 + 10 * int(math.ceil(math.log10(1.0 / tol)))
+    max_iter = check_size(max_iter, "max_iter", minimum=0)
+    seed = resolve_seed(seed)
+    dtype = A.dtype
+    eps = float(np.finfo(dtype).eps)
+    vector = b.ndim == 1
+    B2 = b.reshape(m, 1) if vector else b
+    kcols = B2.shape[1]
+    backend = get_backend(A, b)
+
+    if d < m:
+        S = make_sketch(sketch, d, m, seed, dtype)
+        SA, Sb = S @ A, S @ B2
+    else:
+        d = m
+        SA, Sb = A, B2
+    check_finite_via((SA, Sb), A=A, b=b)
+    rtol = max(d, n) * eps if rtol is None else check_positive_float(rtol, "rtol", maximum=1.0)
+
+    F = np.array(SA, dtype=dtype, order="F", copy=True)
+    with blas_single_thread():
+        J = backend.geqp3_inplace(F)
+    r = rank_from_diagonal(np.triu(F[:n, :]), rtol)
+    x = np.zeros((n, kcols), dtype=dtype)
+    if r == 0 or kcols == 0:
+        info = LstsqInfo(0, _shape(np.ones(kcols, bool), vector), _shape(np.zeros(kcols), vector),
+                         _shape(np.linalg.norm(B2, axis=0), vector),
+                         _shape(np.zeros(kcols), vector), r, d, tol, seed)
+        return (x[:, 0] if vector else x), info
+    R = np.triu(F[:r, :r])
+    Jr = J[:r]
+    smax, smin = extreme_singular_values_upper(R, seed=seed)
+    tol_used = max(tol, 10 * eps * smax / smin)
+    # Warm start: sketched solution in the preconditioned variable, z0 = R^-T (S A_J)^T S b.
+    from scipy.linalg import solve_triangular
+    SAJ = np.asarray(SA)[:, Jr]
+    z0 = solve_triangular(R, SAJ.T @ np.asarray(Sb), trans="T", check_finite=False)
+
+    z, stats = _lsqr_preconditioned(A, B2, R, Jr, z0, tol_used, max_iter, d, eps, 1.0 / smin)
+    x[Jr, :] = solve_triangular(R, z, check_finite=False)
+    it, conv, err, rnorm, arnorm = stats
+    info = LstsqInfo(it, _shape(conv, vector), _shape(err, vector), _shape(rnorm, vector),
+                     _shape(arnorm, vector), r, d, tol_used, seed)
+    return (x[:, 0] if vector else x), info
+
+
+def _shape(v, vector):
+    v = np.asarray(v)
+    return v.item() if vector else v
+
+
+class _Normal:
+    """Products with ``A`` restricted to the kept columns: ``A P`` and ``A^T A P``."""
+
+    def __init__(self, A, J, n):
+        self.A, self.J, self.n = A, J, n
+        self.fused = isinstance(A, np.ndarray) and A.flags.c_contiguous
+
+    def scatter(self, Y):
+        P = np.zeros((self.n, Y.shape[1]), dtype=self.A.dtype)
+        P[self.J, :] = Y
+        return P
+
+    def both(self, Y):
+        """(A P, (A^T A P)[J]) for P = scatter(Y)."""
+        P = self.scatter(Y)
+        if self.fused:
+            Q = np.empty((self.A.shape[0], P.shape[1]), dtype=self.A.dtype)
+            W = np.empty_like(P)
+            from sketchcore import _cpu
+            with _common_single_thread():
+                _cpu.normal_matvec(self.A, P, Q, W)
+        else:
+            Q = self.A @ P
+            W = self.A.T @ Q
+        return Q, W[self.J, :]
+
+    def rmatvec(self, U):
+        return (self.A.T @ U)[self.J, :]
+
+
+def _common_single_thread():
+    return blas_single_thread()
+
+
+def _lsqr_preconditioned(A, Bm, R, J, z0, tol, max_iter, d, eps, rinv_norm):
+    """LSQR (Paige & Saunders 1982) on ``M = A[:, J] R^-1``, all columns of Bm at once.
+
+    ``rinv_norm`` is ``||R^-1||_2``, which turns the bound on ``z`` into one on ``x``."""
+    from scipy.linalg import solve_triangular
+    m, n = A.shape
+    r = R.shape[0]
+    kc = Bm.shape[1]
+    dtype = A.dtype
+    ops = _Normal(A, J, n)
+    Bm = np.asarray(Bm)
+
+    def apply_Rinv(Y):
+        return solve_triangular(R, Y, check_finite=False).astype(dtype, copy=False)
+
+    def apply_RinvT(Y):
+        return solve_triangular(R, Y, trans="T", check_finite=False).astype(dtype, copy=False)
+
+    # Start: residual of the warm start and of zero; keep the better per column.
+    AX0, AtAX0 = ops.both(apply_Rinv(z0))
+    AtB = ops.rmatvec(Bm)
+    r0 = Bm - AX0
+    bnorm = np.linalg.norm(Bm, axis=0)
+    use_warm = np.linalg.norm(r0, axis=0) < bnorm
+    z = np.where(use_warm, z0, 0).astype(dtype)
+    U = np.where(use_warm, r0, Bm).astype(dtype)
+    MtU = apply_RinvT(np.where(use_warm, AtB - AtAX0, AtB))  # M^T u1 before normalisation
+
+    beta = np.linalg.norm(U, axis=0)
+    safe_beta = np.where(beta > 0, beta, 1)
+    U /= safe_beta
+    MtU /= safe_beta
+    alpha = np.linalg.norm(MtU, axis=0)
+    safe_alpha = np.where(alpha > 0, alpha, 1)
+    V = MtU / safe_alpha
+    V_prev = np.zeros_like(V)
+    # beta_i of the recurrence M^T u_i = alpha_i v_i + beta_i v_{i-1}
+    beta_prev = np.zeros_like(beta)
+    W = V.copy()
+    phibar = beta.copy()
+    rhobar = alpha.copy()
+    done = (beta == 0) | (alpha == 0)
+    snorm_lo = 1.0 / (1.0 + math.sqrt(r / d)) ** 2 / 2.0  # s_min(M)^2 lower bound
+    znorm = np.linalg.norm(z, axis=0)
+    rnorm = phibar.copy()
+    arnorm = alpha * beta
+    err = np.where(done, 0.0, np.inf)
+    conv = done.copy()
+    it = 0
+    while it < max_iter and not conv.all():
+        it += 1
+        Q, G = ops.both(apply_Rinv(V))           # A P = M v_i,  (A^T A P)[J]
+        MtMv = apply_RinvT(G)                    # M^T M v_i
+        T = Q - alpha * U                        # beta_{i+1} u_{i+1}
+        beta_new = np.linalg.norm(T, axis=0)
+        sb = np.where(beta_new > 0, beta_new, 1)
+        U_new = T / sb
+        # M^T u_{i+1} = (M^T M v_i - alpha_i M^T u_i) / beta_{i+1}, where
+        # M^T u_i = alpha_i v_i + beta_i v_{i-1}: no second pass over A.
+        P = (MtMv - alpha * (alpha * V + beta_prev * V_prev)) / sb - beta_new * V
+        alpha_new = np.linalg.norm(P, axis=0)
+        sa = np.where(alpha_new > 0, alpha_new, 1)
+        V_new = P / sa
+        rho = np.sqrt(rhobar ** 2 + beta_new ** 2)
+        srho = np.where(rho > 0, rho, 1)
+        c, s = rhobar / srho, beta_new / srho
+        theta = s * alpha_new
+        rhobar_new = -c * alpha_new
+        phi = c * phibar
+        phibar_new = s * phibar
+        active = ~conv
+        z = np.where(active, z + (phi / srho) * W, z)
+        W = np.where(active, V_new - (theta / srho) * W, W)
+        U = np.where(active, U_new, U)
+        V_prev, V = np.where(active, V, V_prev), np.where(active, V_new, V)
+        beta_prev = np.where(active, beta_new, beta_prev)
+        alpha = np.where(active, alpha_new, alpha)
+        rhobar = np.where(active, rhobar_new, rhobar)
+        phibar = np.where(active, phibar_new, phibar)
+        rnorm = np.where(active, phibar, rnorm)
+        arnorm = np.where(active, phibar * alpha_new * np.abs(c), arnorm)
+        znorm = np.linalg.norm(z, axis=0)
+        xnorm = np.linalg.norm(solve_triangular(R, z, check_finite=False), axis=0)
+        bound = rinv_norm * arnorm / snorm_lo
+        err = np.where(active, bound / np.where(xnorm > 0, xnorm, 1), err)
+        tiny = rnorm <= 10 * eps * (bnorm + znorm)   # consistent system solved
+        conv = conv | (active & ((err <= tol) | tiny | (alpha_new == 0) | (beta_new == 0)))
+    return z, (it, conv, err, rnorm, arnorm)

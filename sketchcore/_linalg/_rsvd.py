@@ -1,0 +1,246 @@
+"""Randomized SVD: fixed rank (Halko, Martinsson, Tropp 2011, with power iterations) and
+fixed accuracy (blocked randQB_EI of Yu, Gu, Li 2018)."""
+import math
+import warnings
+
+import numpy as np
+
+from sketchcore._backend import check_size, xp_of
+from sketchcore.random import resolve_seed, gaussian, make_stream
+from sketchcore._linalg._common import (check_matrix, check_positive_float, make_sketch,
+                                        check_sketch_kind, check_finite_via)
+
+__all__ = ["rsvd", "range_finder", "RankWarning"]
+
+#: Gaussian probes of the posterior error estimate used once the exact energy bookkeeping
+#: of randQB_EI is swamped by rounding.
+N_PROBES = 10
+
+
+class RankWarning(UserWarning):
+    """The adaptive range finder reached ``max_rank`` before meeting ``tol``."""
+
+
+def _orth_qr(Y):
+    """Orthonormal basis of the columns of Y (Householder QR, reduced)."""
+    return xp_of(Y).linalg.qr(Y, mode="reduced")[0]
+
+
+def _orth_lu(Y):
+    """Well-conditioned basis of range(Y) by partial-pivoting LU (``P L``): half the cost of
+    a QR, enough between power steps where only the subspace matters."""
+    if xp_of(Y) is np:
+        from scipy.linalg import lu
+        return lu(Y, permute_l=True, check_finite=False)[0]
+    return _orth_qr(Y)
+
+
+def range_finder(A, size, n_iter=2, seed=None, sketch="gaussian"):
+    """Orthonormal ``Q`` whose range approximates the dominant column space of ``A``.
+
+    ``Q = orth((A A^T)^q A S^T)`` with ``S`` a ``(size, n)`` sketch, built by alternating
+    products with ``A^T`` and ``A``; the blocks are re-normalised (LU) between products so
+    that the small singular directions are not lost to rounding.
+
+    Parameters
+    ----------
+    A : array_like of shape (m, n)
+    size : int
+        Number of columns of Q, ``1 <= size <= min(m, n)``.
+    n_iter : int, default 2
+        Power iterations ``q``.
+    seed : int or None
+    sketch : str, default "gaussian"
+
+    Returns
+    -------
+    ndarray of shape (m, size)
+
+    Raises
+    ------
+    TypeError, ValueError
+        Bad dtype, shape, non-finite entries, ``size`` out of range.
+    """
+    A = check_matrix(A, "A")
+    m, n = A.shape
+    size = check_size(size, "size")
+    if size > min(m, n):
+        raise ValueError(f"size must be <= min(m, n) = {min(m, n)}, got {size}")
+    n_iter = check_size(n_iter, "n_iter", minimum=0)
+    check_sketch_kind(sketch)
+    return _range(A, size, n_iter, resolve_seed(seed), sketch)
+
+
+def _range(A, size, n_iter, seed, sketch):
+    S = make_sketch(sketch, size, A.shape[1], seed, A.dtype)
+    Y = A @ S.T
+    check_finite_via(Y, A=A)
+    for _ in range(n_iter):
+        Z = _orth_lu(A.T @ _orth_lu(Y))
+        Y = A @ Z
+    return _orth_qr(Y)
+
+
+def rsvd(A, k=None, oversample=10, n_iter=2, seed=None, sketch="gaussian", *, tol=None,
+         max_rank=None, block_size=None):
+    """Randomized truncated SVD ``A ~ U @ diag(s) @ Vt``.
+
+    Fixed rank (``k`` given): ``Q = range_finder(A, k + oversample)``, ``B = Q^T A``,
+    ``B = U_b diag(s) Vt`` (LAPACK), ``U = Q U_b``, truncated to ``k``. Wide matrices are
+    handled through ``A^T`` (the sketch always has ``min(m, n)`` columns to embed).
+
+    Fixed accuracy (``k`` omitted, ``tol`` given): the basis grows by ``block_size`` columns at
+    a time (randQB_EI: each block is a sketch of the current residual ``A - Q Q^T A``, with the
+    same power iterations, re-orthogonalised twice against the basis) until the relative
+    Frobenius error ``||A - Q Q^T A||_F / ||A||_F <= tol`` or the basis has ``max_rank``
+    columns. The error is tracked exactly as ``||A||_F^2 - ||Q^T A||_F^2`` (orthonormal Q);
+    once that difference falls below ``1000 eps ||A||_F^2`` it is dominated by rounding and
+    is replaced by an unbiased estimate of the same squared norm from ``N_PROBES`` Gaussian
+    probes, ``mean_i ||(A - Q Q^T A) w_i||^2``. The returned rank is the smallest ``k``
+    whose truncation still meets ``tol`` (the last block usually overshoots).
+
+    Parameters
+    ----------
+    A : array_like of shape (m, n)
+        float32 or float64, any layout.
+    k : int, optional
+        Target rank, ``1 <= k <= min(m, n)``.
+    oversample : int, default 10
+        Extra sketch columns (capped so that ``k + oversample <= min(m, n)``).
+    n_iter : int, default 2
+        Power iterations.
+    seed : int or None
+    sketch : str, default "gaussian"
+        Test-matrix kind of the fixed-rank mode. The adaptive mode always draws Gaussian blocks
+        from the ``"linalg"`` random stream (block ``j`` from ``make_stream("linalg", j)``).
+    tol : float, optional
+        Relative Frobenius error target in (0, 1) for the adaptive mode.
+    max_rank : int, optional
+        Largest basis of the adaptive mode (default ``min(m, n)``).
+    block_size : int, optional
+        Columns added per step of the adaptive mode (default ``max(8, min(m, n) // 64)``,
+        at most 64).
+
+    Returns
+    -------
+    U : ndarray of shape (m, k)
+    s : ndarray of shape (k,)
+        Non-increasing.
+    Vt : ndarray of shape (k, n)
+
+    Raises
+    ------
+    TypeError
+        ``A`` not float32/float64, or ``k`` and ``tol`` both missing.
+    ValueError
+        ``A`` not 2-D, empty or not finite; ``k > min(m, n)``; ``k`` and ``tol`` both given;
+        ``tol`` outside (0, 1); unknown ``sketch``.
+
+    Warns
+    -----
+    RankWarning
+        The adaptive mode stopped at ``max_rank`` above ``tol``.
+    """
+    A = check_matrix(A, "A")
+    m, n = A.shape
+    if k is None and tol is None:
+        raise TypeError("rsvd needs either k (fixed rank) or tol (fixed accuracy)")
+    if k is not None and tol is not None:
+        raise ValueError("give either k (fixed rank) or tol (fixed accuracy), not both")
+    n_iter = check_size(n_iter, "n_iter", minimum=0)
+    seed = resolve_seed(seed)
+    if k is not None:
+        k = check_size(k, "k")
+        if k > min(m, n):
+            raise ValueError(f"k must be <= min(m, n) = {min(m, n)} for A of shape "
+                             f"{A.shape}, got {k}")
+        oversample = check_size(oversample, "oversample", minimum=0)
+        check_sketch_kind(sketch)
+        return _rsvd_fixed(A, k, oversample, n_iter, seed, sketch)
+    tol = check_positive_float(tol, "tol", maximum=1.0)
+    max_rank = min(m, n) if max_rank is None else check_size(max_rank, "max_rank")
+    if max_rank > min(m, n):
+        raise ValueError(f"max_rank must be <= min(m, n) = {min(m, n)}, got {max_rank}")
+    block_size = (min(64, max(8, min(m, n) // 64)) if block_size is None
+                  else check_size(block_size, "block_size"))
+    return _rsvd_adaptive(A, tol, max_rank, block_size, n_iter, seed)
+
+
+def _svd_small(B):
+    xp = xp_of(B)
+    if xp is np:
+        from scipy.linalg import svd
+        return svd(B, full_matrices=False, check_finite=False)
+    return xp.linalg.svd(B, full_matrices=False)
+
+
+def _rsvd_fixed(A, k, oversample, n_iter, seed, sketch):
+    m, n = A.shape
+    M = A.T if m < n else A  # tall view: the sketch embeds the smaller dimension
+    ell = min(k + oversample, min(m, n))
+    Q = _range(M, ell, n_iter, seed, sketch)
+    Ub, s, Vt = _svd_small(Q.T @ M)
+    U = Q @ Ub[:, :k]
+    s, Vt = s[:k], Vt[:k]
+    if m < n:
+        U, Vt = Vt.T, U.T
+    xp = xp_of(U)
+    return xp.ascontiguousarray(U), s, xp.ascontiguousarray(Vt)
+
+
+def _rsvd_adaptive(A, tol, max_rank, block_size, n_iter, seed):
+    m, n = A.shape
+    dtype = A.dtype
+    xp = xp_of(A)
+    eps = float(np.finfo(dtype).eps)
+    normA2 = float(xp.linalg.norm(A)) ** 2
+    if not math.isfinite(normA2):
+        check_finite_via(np.array([normA2]), A=A)
+    Q = xp.zeros((m, 0), dtype=dtype)
+    B = xp.zeros((0, n), dtype=dtype)
+    energy = normA2  # ||A - Q Q^T A||_F^2, exact in exact arithmetic
+    target = tol * tol * normA2
+    j = 0
+    err2 = energy
+    while Q.shape[1] < max_rank and err2 > target:
+        b = min(block_size, max_rank - Q.shape[1])
+        Om = xp.asarray(gaussian(seed, make_stream("linalg", j, 0), 0, n * b, dtype)
+                        .reshape(n, b))
+        Qj = _orth_qr(A @ Om - Q @ (B @ Om))
+        for _ in range(n_iter):
+            Zj = _orth_qr(A.T @ Qj - B.T @ (Q.T @ Qj))
+            Qj = _orth_qr(A @ Zj - Q @ (B @ Zj))
+        for _ in range(2):  # twice is enough (Kahan-Parlett)
+            Qj = _orth_qr(Qj - Q @ (Q.T @ Qj))
+        Bj = Qj.T @ A
+        Q = xp.concatenate([Q, Qj], axis=1)
+        B = xp.concatenate([B, Bj], axis=0)
+        energy -= float(xp.linalg.norm(Bj.astype(np.float64)) ** 2)
+        err2 = energy
+        if energy < 1000 * eps * normA2:
+            err2 = _probe_error2(A, Q, B, seed, j)
+        j += 1
+    if err2 > target:
+        warnings.warn(f"rsvd: max_rank={max_rank} reached with relative error estimate "
+                      f"{math.sqrt(max(err2, 0) / normA2):.3g} > tol={tol:.3g}",
+                      RankWarning, stacklevel=3)
+    Ub, s, Vt = _svd_small(B)
+    # Smallest rank whose discarded tail (plus the basis' own error) still meets tol.
+    tail = np.cumsum((np.asarray(s, dtype=np.float64) ** 2)[::-1])[::-1]  # tail[i] = sum s[i:]^2
+    tail = np.append(tail, 0.0)
+    base = max(err2, 0.0)
+    ok = np.flatnonzero(tail + base <= target)
+    k = int(ok[0]) if ok.size and err2 <= target else len(s)
+    k = max(k, 1)
+    U = Q @ Ub[:, :k]
+    return xp.ascontiguousarray(U), s[:k], xp.ascontiguousarray(Vt[:k])
+
+
+def _probe_error2(A, Q, B, seed, j):
+    """Unbiased estimate of ``||A - Q B||_F^2`` from Gaussian probes (E||M w||^2 = ||M||_F^2)."""
+    n = A.shape[1]
+    xp = xp_of(A)
+    W = xp.asarray(gaussian(seed, make_stream("linalg", j, 1), 0, n * N_PROBES, A.dtype)
+                   .reshape(n, N_PROBES))
+    E = A @ W - Q @ (B @ W)
+    return float(xp.linalg.norm(E.astype(np.float64)) ** 2) / N_PROBES
