@@ -47,15 +47,15 @@ def get_backend(*arrays):
 
     Raises
     ------
-    NotImplementedError
-        CuPy arrays while the CUDA kernels are not available.
+    TypeError
+        NumPy and CuPy arrays mixed in one call.
     """
     if array_namespace(*arrays) == "numpy":
         from sketchcore import _cpu
         return _cpu
-    raise NotImplementedError(
-        "CuPy arrays are not supported yet: the CUDA kernels have not landed. "
-        "Pass a NumPy array (cupy.asnumpy(x)).")
+    # CuPy arrays: the CUDA kernels (NVRTC, compiled on first use for the current device).
+    from sketchcore import _cuda
+    return _cuda
 
 
 def check_size(value, name, minimum=1):

@@ -1,0 +1,236 @@
+"""CUDA kernels against the CPU kernels and plain NumPy references (needs a GPU)."""
+import numpy as np
+import pytest
+import scipy.linalg
+
+from sketchcore import _cpu
+from sketchcore.random import make_stream
+from _gpu_helpers import gamma, assert_within, ulp_diff32
+
+pytestmark = pytest.mark.gpu
+cupy = pytest.importorskip("cupy")
+from sketchcore import _cuda  # noqa: E402
+
+KNOWN = [((0, 0, 0, 0), (0, 0), (0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8)),
+         ((0xffffffff,) * 4, (0xffffffff,) * 2, (0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd)),
+         ((0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344), (0xa4093822, 0x299f31d0),
+          (0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1))]
+SEEDS = [0, 12345, 2 ** 64 - 1]
+
+
+def test_philox_known_answers_on_gpu():
+    ctr = cupy.asarray(np.array([k[0] for k in KNOWN], dtype=np.uint32))
+    key = cupy.asarray(np.array([k[1] for k in KNOWN], dtype=np.uint32))
+    out = cupy.asnumpy(_cuda.philox4x32_batch(ctr, key))
+    np.testing.assert_array_equal(out, np.array([k[2] for k in KNOWN], dtype=np.uint32))
+    for c, k, want in KNOWN:
+        np.testing.assert_array_equal(_cuda.philox4x32(c, k), np.array(want, dtype=np.uint32))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("start", [0, 3, 2 ** 40 + 1])
+def test_fills_match_cpu(seed, start):
+    stream = make_stream("gaussian", 7, 1)
+    n = 10007
+    w_cpu = np.empty(n, np.uint32)
+    _cpu.fill_words(seed, stream, start, w_cpu)
+    w_gpu = cupy.empty(n, cupy.uint32)
+    _cuda.fill_words(seed, stream, start, w_gpu)
+    np.testing.assert_array_equal(cupy.asnumpy(w_gpu), w_cpu)
+    for dt in (np.float32, np.float64):
+        for fill, extra in ((_cpu.fill_uniform, ()), (_cpu.fill_sign, (0.125,))):
+            c = np.empty(n, dt)
+            fill(seed, stream, start, c, *extra)
+            g = cupy.empty(n, dt)
+            getattr(_cuda, fill.__name__)(seed, stream, start, g, *extra)
+            np.testing.assert_array_equal(cupy.asnumpy(g), c)
+        c = np.empty(n, dt)
+        _cpu.fill_gaussian(seed, stream, start, c, 0.5)
+        g = cupy.empty(n, dt)
+        _cuda.fill_gaussian(seed, stream, start, g, 0.5)
+        g = cupy.asnumpy(g)
+        # Contract: within 4 float32 ulps (the kernels repeat the CPU's float32 sequence).
+        assert ulp_diff32(g.astype(np.float32), c.astype(np.float32)).max() <= 4
+        assert np.abs(g - c).max() <= 4 * 2.0 ** -23 * np.abs(c).max()
+
+
+@pytest.mark.parametrize("kind", [0, 1])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dense_block_matches_cpu(kind, dtype):
+    seed, stream, m = 99, make_stream("sign", 0, 0), 517
+    args = (kind, seed, stream, m, 3, 70, 11, 400, 1 / np.sqrt(67), dtype)
+    c = _cpu.dense_block(*args)
+    g = cupy.asnumpy(_cuda.dense_block(*args))
+    assert g.dtype == c.dtype and g.shape == c.shape
+    if kind == 1:
+        np.testing.assert_array_equal(g, c)      # sign: bit-identical
+    else:
+        assert ulp_diff32(g.astype(np.float32), c.astype(np.float32)).max() <= 4
+
+
+@pytest.mark.parametrize("d,nnz", [(1, 1), (64, 1), (100, 8), (5000, 3)])
+def test_sparse_indices_match_cpu(d, nnz):
+    stream = make_stream("sparse_sign", 0, 0)
+    rc, sc = _cpu.sparse_sign_indices(d, nnz, 5, stream, 17, 3000)
+    rg, sg = _cuda.sparse_sign_indices(d, nnz, 5, stream, 17, 3000)
+    np.testing.assert_array_equal(cupy.asnumpy(rg), rc)
+    np.testing.assert_array_equal(cupy.asnumpy(sg), sc)
+
+
+def _sparse_dense_cpu(d, m, nnz, seed, stream, dtype):
+    rows, signs = _cpu.sparse_sign_indices(d, nnz, seed, stream, 0, m)
+    S = np.zeros((d, m), dtype)
+    cols = np.repeat(np.arange(m), nnz)
+    S[rows.ravel(), cols] = (signs.ravel() * (1 / np.sqrt(nnz))).astype(dtype)
+    return S
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sparse_dense_matches_cpu(dtype):
+    stream = make_stream("sparse_sign", 0, 0)
+    for d, m, nnz in [(32, 1000, 4), (7, 50, 1)]:
+        S_gpu = cupy.asnumpy(_cuda.sparse_sign_dense(d, m, nnz, 3, stream, dtype))
+        np.testing.assert_array_equal(S_gpu, _sparse_dense_cpu(d, m, nnz, 3, stream, dtype))
+
+
+# (d, m, n, nnz): smem path with ragged tiles, many-row chunks, and the global-atomic path
+# (d too large for a shared-memory tile).
+SPARSE_SHAPES = [(16, 1, 1, 1), (64, 1000, 37, 1), (300, 4099, 5, 8), (1024, 20000, 256, 1),
+                 (60000, 300, 7, 2), (50, 3000, 132, 40)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("d,m,n,nnz", SPARSE_SHAPES)
+def test_sparse_apply(dtype, d, m, n, nnz):
+    rng = np.random.default_rng(d + m + n)
+    stream = make_stream("sparse_sign", 0, 0)
+    seed = 2024
+    S = _sparse_dense_cpu(d, m, nnz, seed, stream, np.float64)
+    count = (S != 0).sum(axis=1)
+    A = rng.standard_normal((m, n)).astype(dtype)
+    ref = S @ A.astype(np.float64)
+    bound = (gamma(count.max() + 1, dtype) * (np.abs(S) @ np.abs(A.astype(np.float64)))
+             + 1e-300)
+    for method in ("smem", "red"):          # both left kernels (red: float32, n % 4 == 0)
+        Yi = _cuda.sparse_sign_left(cupy.asarray(A), d, nnz, seed, stream, method=method)
+        assert Yi.dtype == dtype and Yi.shape == (d, n)
+        assert_within(cupy.asnumpy(Yi), ref, bound, f"sparse_sign_left {method}")
+    Y = _cuda.sparse_sign_left(cupy.asarray(A), d, nnz, seed, stream)
+    At = np.ascontiguousarray(A.T)
+    Z = _cuda.sparse_sign_right(cupy.asarray(At), d, nnz, seed, stream)
+    assert Z.shape == (n, d)
+    assert_within(cupy.asnumpy(Z), ref.T, bound.T, "sparse_sign_right")
+    # Same inputs as the CPU kernel give the same function (up to summation order).
+    cpu = _cpu.sparse_sign_left(A, d, nnz, seed, stream)
+    assert_within(cupy.asnumpy(Y), cpu, 2 * bound, "sparse_sign_left vs CPU")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind,name", [(0, "gaussian"), (1, "sign")])
+@pytest.mark.parametrize("d,m,n", [(1, 1, 1), (20, 300, 7), (70, 129, 65), (8, 5000, 3)])
+def test_dense_apply(dtype, kind, name, d, m, n):
+    rng = np.random.default_rng(m * n + d)
+    seed, stream = 77, make_stream(name, 0, 0)
+    S = _cpu.dense_block(kind, seed, stream, m, 0, d, 0, m, 1 / np.sqrt(d), np.float64)
+    A = rng.standard_normal((m, n)).astype(dtype)
+    A64 = A.astype(np.float64)
+    ref = S @ A64
+    # Entries are rounded to dtype (one rounding) then m-term sums: gamma_{m+1}.
+    bound = gamma(m + 2, dtype) * (np.abs(S) @ np.abs(A64)) + 1e-300
+    Y = getattr(_cuda, f"{name}_left")(cupy.asarray(A), d, seed, stream)
+    assert Y.dtype == dtype and Y.shape == (d, n)
+    assert_within(cupy.asnumpy(Y), ref, bound, f"{name}_left")
+    At = np.ascontiguousarray(A.T)
+    Z = getattr(_cuda, f"{name}_right")(cupy.asarray(At), d, seed, stream)
+    assert Z.shape == (n, d)
+    assert_within(cupy.asnumpy(Z), ref.T, bound.T, f"{name}_right")
+    cpu = getattr(_cpu, f"{name}_left")(A, d, seed, stream)
+    assert_within(cupy.asnumpy(Y), cpu, 2 * bound, f"{name}_left vs CPU")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("p,n", [(1, 3), (2, 1), (64, 33), (512, 70), (4096, 5), (2 ** 15, 2)])
+def test_fwht_rows(dtype, p, n):
+    rng = np.random.default_rng(p + n)
+    X = rng.standard_normal((p, n)).astype(dtype)
+    H = scipy.linalg.hadamard(p, dtype=np.float64) if p <= 4096 else None
+    Xg = cupy.asarray(X)
+    out = _cuda.fwht_rows(Xg)
+    assert out is Xg
+    got = cupy.asnumpy(Xg)
+    if H is not None:
+        ref = H @ X.astype(np.float64)
+        absref = np.abs(H) @ np.abs(X.astype(np.float64))
+    else:   # large p: transform the float64 copy with the (tested) small-p recursion
+        ref = X.astype(np.float64).copy()
+        h = 1
+        while h < p:
+            ref = ref.reshape(p // (2 * h), 2, h, n)
+            ref = np.stack([ref[:, 0] + ref[:, 1], ref[:, 0] - ref[:, 1]], axis=1).reshape(p, n)
+            h *= 2
+        absref = np.abs(X.astype(np.float64)).sum(axis=0, keepdims=True).repeat(p, 0)
+    bound = gamma(max(p.bit_length() - 1, 1), dtype) * absref + 1e-300
+    assert_within(got, ref, bound, "fwht_rows")
+
+
+def test_fwht_rejects_bad_input():
+    with pytest.raises(ValueError, match="power of two"):
+        _cuda.fwht_rows(cupy.zeros((12, 3), cupy.float32))
+    with pytest.raises(TypeError):
+        _cuda.fwht_rows(cupy.zeros((8, 3), cupy.float32)[:, ::2])
+
+
+@pytest.mark.parametrize("M,N,K,split_hint", [(1, 1, 1, 0), (65, 70, 33, 0), (3, 40, 20000, 1),
+                                              (130, 17, 5000, 1), (1000, 1000, 64, 0)])
+@pytest.mark.parametrize("trans", [(False, False), (True, False), (False, True), (True, True)])
+def test_gemm_shapes_and_strides(M, N, K, split_hint, trans):
+    from sketchcore._cuda._gemm import Operand, gemm
+    rng = np.random.default_rng(M * N + K)
+    A = rng.standard_normal((M, K))
+    B = rng.standard_normal((K, N))
+    As = np.ascontiguousarray(A.T) if trans[0] else A
+    Bs = np.ascontiguousarray(B.T) if trans[1] else B
+    for dt, ct in ((np.float32, "float"), (np.float64, "double")):
+        Ag, Bg = cupy.asarray(As.astype(dt)), cupy.asarray(Bs.astype(dt))
+        a = Operand(Ag, ct, 1, M) if trans[0] else Operand(Ag, ct, K, 1)
+        b = Operand(Bg, ct, 1, K) if trans[1] else Operand(Bg, ct, N, 1)
+        out = cupy.full((M, N), np.nan, dtype=dt)
+        bias = cupy.asarray(rng.standard_normal(N).astype(dt))
+        gemm(M, N, K, a, b, out, ct, ct, alpha=0.5, bias=bias)
+        A64, B64 = A.astype(dt).astype(np.float64), B.astype(dt).astype(np.float64)
+        ref = 0.5 * A64 @ B64 + cupy.asnumpy(bias)
+        bound = gamma(K + 3, dt) * (0.5 * np.abs(A64) @ np.abs(B64) + np.abs(cupy.asnumpy(bias)))
+        assert_within(cupy.asnumpy(out), ref, bound + 1e-300, f"gemm {dt.__name__} {trans}")
+
+
+def _srht_rows(d, m, seed):
+    p = 1 << max(m - 1, 0).bit_length()
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(p, size=d, replace=False)).astype(np.int64)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("d,m,n", [(1, 1, 1), (5, 37, 9), (64, 1000, 33), (100, 4097, 3)])
+def test_srht_matches_cpu(dtype, d, m, n):
+    stream = make_stream("srht", 0, 0)
+    rows = _srht_rows(d, m, m)
+    # The operator itself (applied to the identity) is bit-identical: every entry is
+    # +-1 * dtype(1/sqrt(d)) exactly on both sides.
+    eye = np.eye(m, dtype=dtype)
+    S_cpu = _cpu.srht_left(eye, rows, 11, stream)
+    S_gpu = cupy.asnumpy(_cuda.srht_left(cupy.asarray(eye), cupy.asarray(rows), 11, stream))
+    np.testing.assert_array_equal(S_gpu, S_cpu)
+    rng = np.random.default_rng(d * m)
+    A = rng.standard_normal((m, n)).astype(dtype)
+    S64 = S_cpu.astype(np.float64)
+    ref = S64 @ A.astype(np.float64)
+    p = 1 << max(m - 1, 0).bit_length()
+    # log2(p) butterfly levels, then one scaling by the rounded dtype(1/sqrt(d)).
+    bound = gamma(p.bit_length() + 3, dtype) * (np.abs(S64) @ np.abs(A.astype(np.float64))) \
+        + 1e-300
+    got = cupy.asnumpy(_cuda.srht_left(cupy.asarray(A), rows, 11, stream))
+    assert_within(got, ref, bound, "srht_left")
+    Z = cupy.asnumpy(_cuda.srht_right(cupy.asarray(np.ascontiguousarray(A.T)), rows, 11, stream))
+    assert_within(Z, ref.T, bound.T, "srht_right")
+    with pytest.raises(ValueError, match="rows must lie"):
+        _cuda.srht_left(cupy.asarray(A), np.array([p], dtype=np.int64), 11, stream)

@@ -1,0 +1,96 @@
+"""sketchcore.linalg on CuPy inputs: results on the device, CPU-path accuracy (needs a GPU)."""
+import numpy as np
+import pytest
+
+import sketchcore as sc
+
+pytestmark = pytest.mark.gpu
+cupy = pytest.importorskip("cupy")
+
+
+def _low_rank(m, n, rank, dtype, seed, decay=0.5):
+    rng = np.random.default_rng(seed)
+    U, _ = np.linalg.qr(rng.standard_normal((m, rank)))
+    V, _ = np.linalg.qr(rng.standard_normal((n, rank)))
+    s = decay ** np.arange(rank)
+    return ((U * s) @ V.T).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m,n", [(5000, 64), (2000, 300), (100, 100)])
+def test_cqrrpt_on_cupy(dtype, m, n):
+    rng = np.random.default_rng(m + n)
+    # Graded columns: cond ~ 1e4, so the preconditioning matters.
+    A = (rng.standard_normal((m, n)) * np.logspace(0, -4, n)).astype(dtype)
+    Q, R, J = sc.linalg.cqrrpt(cupy.asarray(A), seed=1)
+    assert all(isinstance(t, cupy.ndarray) for t in (Q, R, J))
+    Qh, Rh, Jh = cupy.asnumpy(Q), cupy.asnumpy(R), cupy.asnumpy(J)
+    eps = np.finfo(dtype).eps
+    assert sorted(Jh.tolist()) == list(range(n))
+    np.testing.assert_array_equal(Rh, np.triu(Rh))
+    # Householder-quality backward error and orthogonality (CholeskyQR2-style bounds:
+    # O(n eps) relative, O(n eps) from identity), far below what a plain Cholesky QR reaches.
+    err = np.linalg.norm(A[:, Jh] - Qh @ Rh) / np.linalg.norm(A)
+    orth = np.linalg.norm(Qh.T @ Qh - np.eye(Qh.shape[1]))
+    assert err <= 10 * n * eps, err
+    assert orth <= 10 * n * eps, orth
+
+
+def test_cqrrpt_rank_deficient_on_cupy():
+    A = _low_rank(3000, 80, 20, np.float64, 3, decay=0.9)
+    Q, R, J = sc.linalg.cqrrpt(cupy.asarray(A), seed=0)
+    assert Q.shape[1] == 20 and R.shape == (20, 80)
+    Jh = cupy.asnumpy(J)
+    err = np.linalg.norm(A[:, Jh] - cupy.asnumpy(Q @ R)) / np.linalg.norm(A)
+    assert err <= 1e-10
+
+
+def test_cqrrpt_rejects_nonfinite_on_cupy():
+    A = np.ones((500, 10))
+    A[3, 4] = np.nan
+    with pytest.raises(ValueError, match="NaN|finite"):
+        sc.linalg.cqrrpt(cupy.asarray(A), seed=0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rsvd_on_cupy(dtype):
+    A = _low_rank(2000, 300, 30, dtype, 7)
+    U, s, Vt = sc.linalg.rsvd(cupy.asarray(A), 10, seed=0)
+    assert all(isinstance(t, cupy.ndarray) for t in (U, s, Vt))
+    s_true = np.linalg.svd(A.astype(np.float64), compute_uv=False)
+    # Fast decay (0.5^i) and 2 power iterations: the top 10 values to near working precision.
+    np.testing.assert_allclose(cupy.asnumpy(s), s_true[:10], rtol=1e-3 if dtype == np.float32
+                               else 1e-8)
+    Uc, sc_, Vtc = sc.linalg.rsvd(A, 10, seed=0)
+    np.testing.assert_allclose(cupy.asnumpy(s), sc_, rtol=1e-3 if dtype == np.float32 else 1e-8)
+
+
+def test_range_finder_on_cupy():
+    A = _low_rank(1000, 200, 15, np.float64, 9, decay=0.8)
+    Q = sc.linalg.range_finder(cupy.asarray(A), 15, seed=0)
+    assert isinstance(Q, cupy.ndarray)
+    Qh = cupy.asnumpy(Q)
+    assert np.linalg.norm(A - Qh @ (Qh.T @ A)) <= 1e-8 * np.linalg.norm(A)
+
+
+def test_lstsq_on_cupy():
+    rng = np.random.default_rng(4)
+    A = rng.standard_normal((4000, 50))
+    b = rng.standard_normal(4000)
+    x, info = sc.linalg.lstsq(cupy.asarray(A), cupy.asarray(b), seed=0)
+    assert isinstance(x, cupy.ndarray) and x.shape == (50,)
+    x_ref = np.linalg.lstsq(A, b, rcond=None)[0]
+    np.testing.assert_allclose(cupy.asnumpy(x), x_ref, rtol=1e-6, atol=1e-8)
+
+
+def test_sketched_matmul_on_cupy():
+    rng = np.random.default_rng(5)
+    A = rng.standard_normal((40, 3000)).astype(np.float32)
+    B = rng.standard_normal((3000, 30)).astype(np.float32)
+    Cg = sc.sketched_matmul(cupy.asarray(A), cupy.asarray(B), 2000, seed=0) \
+        if hasattr(sc, "sketched_matmul") else sc.linalg.sketched_matmul(
+            cupy.asarray(A), cupy.asarray(B), 2000, seed=0)
+    assert isinstance(Cg, cupy.ndarray) and Cg.shape == (40, 30)
+    Cc = sc.linalg.sketched_matmul(A, B, 2000, seed=0)
+    # Same seed -> same operator -> the same approximation up to rounding.
+    np.testing.assert_allclose(cupy.asnumpy(Cg), Cc, rtol=1e-3, atol=1e-3 * np.abs(Cc).max())

@@ -1,0 +1,144 @@
+"""SKLinear CUDA kernels vs the CPU kernels and a float64 reference (needs a GPU)."""
+import numpy as np
+import pytest
+
+from sketchcore import _cpu
+from _gpu_helpers import gamma, assert_within
+
+pytestmark = pytest.mark.gpu
+cupy = pytest.importorskip("cupy")
+from sketchcore import _cuda  # noqa: E402
+
+SHAPES = [(1, 1, 1, 1, 1), (5, 3, 7, 2, 3), (33, 70, 65, 1, 16), (300, 257, 130, 3, 5),
+          (2048, 64, 48, 2, 8)]   # (n, m, o, L, k)
+
+
+def _problem(n, m, o, L, k, rng):
+    x = rng.standard_normal((n, m))
+    S1s = rng.standard_normal((L, m, k)) / np.sqrt(m)
+    S2s = rng.standard_normal((L, k, o)) / np.sqrt(k)
+    U1s = np.sign(rng.standard_normal((L, k, o))) / np.sqrt(k)
+    U2s = np.sign(rng.standard_normal((L, m, k))) / np.sqrt(k)
+    bias = rng.standard_normal(o)
+    g = rng.standard_normal((n, o))
+    return x, S1s, S2s, U1s, U2s, bias, g
+
+
+def _reference(x, S1s, S2s, U1s, U2s, bias, g):
+    """float64 forward/backward plus the absolute-value versions for error bounds."""
+    L, m, k = S1s.shape
+    c = 1 / (2 * L)
+    W = c * sum(S1s[i] @ U1s[i] + U2s[i] @ S2s[i] for i in range(L))
+    Wa = c * sum(abs(S1s[i]) @ abs(U1s[i]) + abs(U2s[i]) @ abs(S2s[i]) for i in range(L))
+    y = x @ W + bias
+    ya = abs(x) @ Wa + abs(bias)
+    gx = g @ W.T
+    gxa = abs(g) @ Wa.T
+    gS1 = np.stack([c * x.T @ (g @ U1s[i].T) for i in range(L)])
+    gS1a = np.stack([c * abs(x).T @ (abs(g) @ abs(U1s[i]).T) for i in range(L)])
+    gS2 = np.stack([c * (x @ U2s[i]).T @ g for i in range(L)])
+    gS2a = np.stack([c * (abs(x) @ abs(U2s[i])).T @ abs(g) for i in range(L)])
+    gb = g.sum(axis=0)
+    gba = abs(g).sum(axis=0)
+    return (y, ya), (gx, gxa), (gS1, gS1a), (gS2, gS2a), (gb, gba)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("with_hidden", [True, False])
+def test_linear_fp32_fp64(dtype, shape, with_hidden):
+    n, m, o, L, k = shape
+    rng = np.random.default_rng(sum(shape))
+    prob = [a.astype(dtype) for a in _problem(n, m, o, L, k, rng)]
+    x, S1s, S2s, U1s, U2s, bias, g = prob
+    dev = [cupy.asarray(a) for a in prob]
+    y, hidden = _cuda.sketched_linear_forward(*dev[:6])
+    assert y.dtype == dtype and y.shape == (n, o) and hidden.shape == (n, 2 * L * k)
+    refs = _reference(*[a.astype(np.float64) for a in prob])
+    depth = m + o + 2 * L * k + n + 4      # longest chain of roundings in any result
+    (yr, ya) = refs[0]
+    assert_within(cupy.asnumpy(y), yr, gamma(depth, dtype) * ya + 1e-300, "forward y")
+    y_cpu, h_cpu = _cpu.sketched_linear_forward(x, S1s, S2s, U1s, U2s, bias)
+    assert_within(cupy.asnumpy(hidden), h_cpu,
+                  2 * gamma(m + 1, dtype) * (np.abs(x) @ np.abs(np.concatenate(
+                      [np.concatenate(list(S1s), 1), np.concatenate(list(U2s), 1)], 1))) + 1e-300,
+                  "hidden vs CPU")
+    out = _cuda.sketched_linear_backward(dev[6], dev[0], hidden if with_hidden else None,
+                                         *dev[1:5], True)
+    names = ["grad_x", "grad_S1s", "grad_S2s", "grad_bias"]
+    for got, (r, ra), name in zip(out, refs[1:], names):
+        assert got.dtype == dtype and got.shape == r.shape, name
+        assert_within(cupy.asnumpy(got), r, gamma(depth, dtype) * ra + 1e-300, name)
+    none_bias = _cuda.sketched_linear_backward(dev[6], dev[0], None, *dev[1:5], False)
+    assert none_bias[3] is None
+
+
+def _to_bf16_bits(a):
+    """float32 -> bfloat16 bits by truncation (exactly representable test values)."""
+    return (np.asarray(a, np.float32).view(np.uint32) >> 16).astype(np.uint16)
+
+
+def _bf16_value(bits):
+    return (bits.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+
+
+def _bf16_to_f64(bits_dev):
+    return _bf16_value(cupy.asnumpy(bits_dev).view(np.uint16))
+
+
+@pytest.mark.parametrize("kind", ["float16", "bfloat16"])
+@pytest.mark.parametrize("shape", SHAPES[1:])
+@pytest.mark.parametrize("factors16", [False, True])
+def test_linear_16bit(kind, shape, factors16):
+    """16-bit activations, float32 accumulation: error = one 16-bit rounding of the output
+    plus float32 accumulation, against float64 on the same (16-bit) input values."""
+    n, m, o, L, k = shape
+    rng = np.random.default_rng(sum(shape) + 1)
+    x, S1s, S2s, U1s, U2s, bias, g = _problem(n, m, o, L, k, rng)
+    if kind == "float16":
+        enc = lambda a: a.astype(np.float16)                       # noqa: E731
+        dec = lambda a: np.asarray(a, np.float64)                  # noqa: E731
+        dec_dev = lambda a: cupy.asnumpy(a).astype(np.float64)     # noqa: E731
+        u16, storage = 2.0 ** -11, None
+    else:
+        enc = _to_bf16_bits
+        dec = _bf16_value
+        dec_dev = _bf16_to_f64
+        u16, storage = 2.0 ** -8, "bfloat16"
+    xe, ge, be = enc(x), enc(g), enc(bias)
+    if factors16:
+        fac = [enc(a) for a in (S1s, S2s, U1s, U2s)]
+        fac64 = [dec(a) for a in fac]
+    else:
+        fac = [a.astype(np.float32) for a in (S1s, S2s, U1s, U2s)]
+        fac64 = [a.astype(np.float64) for a in fac]
+    refs = _reference(dec(xe), *fac64, dec(be), dec(ge))
+    y, hidden = _cuda.sketched_linear_forward(cupy.asarray(xe), *[cupy.asarray(a) for a in fac],
+                                              cupy.asarray(be), storage=storage)
+    assert hidden.dtype == np.float32
+    depth = m + o + 2 * L * k + n + 4
+    fp32 = lambda ra: gamma(depth, np.float32) * ra                  # noqa: E731
+    yr, ya = refs[0]
+    assert_within(dec_dev(y), yr, u16 * np.abs(yr) + fp32(ya) + 1e-30, f"{kind} y")
+    out = _cuda.sketched_linear_backward(cupy.asarray(ge), cupy.asarray(xe), hidden,
+                                         *[cupy.asarray(a) for a in fac], True, storage=storage)
+    for i, (got, (r, ra)) in enumerate(zip(out, refs[1:])):
+        is16 = i in (0, 3) or factors16
+        val = dec_dev(got) if is16 else cupy.asnumpy(got).astype(np.float64)
+        tol = (u16 * np.abs(r) if is16 else 0) + fp32(ra) + 1e-30
+        assert_within(val, r, tol, f"{kind} grad {i}")
+
+
+@pytest.mark.parametrize("need_x,need_w", [(True, False), (False, True), (False, False)])
+def test_linear_backward_partial(need_x, need_w):
+    n, m, o, L, k = 40, 30, 20, 2, 3
+    rng = np.random.default_rng(5)
+    prob = [cupy.asarray(a.astype(np.float32)) for a in _problem(n, m, o, L, k, rng)]
+    x, S1s, S2s, U1s, U2s, bias, g = prob
+    full = _cuda.sketched_linear_backward(g, x, None, S1s, S2s, U1s, U2s, True)
+    part = _cuda.sketched_linear_backward(g, x, None, S1s, S2s, U1s, U2s, False, need_x, need_w)
+    assert (part[0] is not None) == need_x and (part[1] is not None) == need_w
+    assert (part[2] is not None) == need_w and part[3] is None
+    for a, b in zip(full[:3], part[:3]):
+        if b is not None:
+            np.testing.assert_allclose(cupy.asnumpy(b), cupy.asnumpy(a), rtol=1e-5, atol=1e-6)
