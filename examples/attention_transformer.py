@@ -127,7 +127,7 @@ def main(quick=False):
         0 when the mask works), ``losses`` and ``accuracy`` of the training run.
     """
     torch.manual_seed(0)
-    d_model, n_heads, d_ff, seq_len = (64, 4, 128, 8) if quick else (128, 8, 512, 32)
+    d_model, n_heads, d_ff, seq_len = (64, 4, 128, 8) if quick else (128, 8, 512, 16)
     batch = 4
 
     attention = SketchedMultiHeadAttention(d_model, n_heads)
@@ -145,7 +145,7 @@ def main(quick=False):
     print(f"transformer block output {tuple(block_out.shape)}")
 
     num_classes = 4
-    n_train, epochs = (64, 3) if quick else (512, 5)
+    n_train, epochs = (64, 3) if quick else (256, 3)
     X, y = synthetic_sequences(n_train + 64, seq_len, d_model, num_classes)
     model = SequenceClassifier(d_model, n_heads, d_ff, num_classes,
                                num_terms=2 if quick else 6, low_rank=16 if quick else 48)

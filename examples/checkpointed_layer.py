@@ -50,7 +50,7 @@ def main(quick=False):
         ``losses`` (per step).
     """
     torch.manual_seed(0)
-    width, depth, steps = (128, 3, 5) if quick else (1024, 6, 50)
+    width, depth, steps = (128, 3, 5) if quick else (512, 4, 30)
     layers = [CheckpointedSketchedLayer(width, width, num_terms=2, low_rank=16)
               for _ in range(depth)]
     model = nn.Sequential(*layers, nn.Linear(width, 10))

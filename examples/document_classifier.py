@@ -122,18 +122,18 @@ def train_document_classifier():
     return model
 
 
-def synthetic_documents(n_docs, vocab_size, num_classes, max_len, min_len):
+def synthetic_documents(n_docs, vocab_size, num_classes, max_len, min_len, keywords=4):
     """Padded token ids (n_docs, max_len), 0/1 attention mask, labels.
 
-    Each class draws its tokens mostly from its own slice of the vocabulary; lengths vary
-    in [min_len, max_len] and the rest is padding (token 0, mask 0).
+    Each class has ``keywords`` tokens of its own; a document's tokens are its class's
+    keywords with probability 0.3, otherwise any token. Lengths vary in [min_len, max_len]
+    and the rest is padding (token 0, mask 0).
     """
     labels = torch.arange(n_docs) % num_classes
-    slice_size = (vocab_size - 1) // num_classes
     lengths = torch.randint(min_len, max_len + 1, (n_docs,))
-    own = 1 + labels[:, None] * slice_size + torch.randint(0, slice_size, (n_docs, max_len))
+    own = 1 + labels[:, None] * keywords + torch.randint(0, keywords, (n_docs, max_len))
     noise = torch.randint(1, vocab_size, (n_docs, max_len))
-    tokens = torch.where(torch.rand(n_docs, max_len) < 0.7, own, noise)
+    tokens = torch.where(torch.rand(n_docs, max_len) < 0.3, own, noise)
     mask = (torch.arange(max_len)[None, :] < lengths[:, None]).long()
     return tokens * mask, mask, labels
 
@@ -153,7 +153,7 @@ def main(quick=False):
     tutorial_params = sum(p.numel() for p in tutorial_model.parameters())
 
     vocab, classes, max_len, n_docs, epochs = ((200, 4, 16, 64, 3) if quick
-                                               else (2000, 8, 64, 512, 4))
+                                               else (2000, 8, 48, 256, 6))
     tokens, mask, labels = synthetic_documents(n_docs + 64, vocab, classes, max_len,
                                                min_len=max_len // 4)
     model = DocumentClassifier(vocab_size=vocab, embed_dim=64, hidden_dims=[128, 64],

@@ -12,7 +12,7 @@ import sys
 import torch
 import torch.nn as nn
 import torch.optim as optim
-import sketchcore_torch as pr  # noqa: F401  (the tutorial's import; the model comes from mlp_comparison)
+import sketchcore_torch as pr  # noqa: F401  (the tutorial's import; model: mlp_comparison)
 from torch.utils.data import DataLoader, TensorDataset
 
 from mlp_comparison import SketchedMLP, create_synthetic_dataset

@@ -89,6 +89,9 @@ def main(argv=None):
                              progress=not args.no_progress, threads=args.threads)
     print()
     print(_demo.format_table(results))
+    if min(r.accuracy for r in results) >= 0.99:
+        print("(the tutorial's synthetic classes are well separated: every model classifies "
+              "them almost perfectly; the comparison is in parameters and time)")
     print(f"\ntotal time {time.perf_counter() - start:.1f} s", flush=True)
     return 0
 

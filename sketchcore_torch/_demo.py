@@ -229,16 +229,16 @@ def run_demo(epochs=10, device="auto", seed=0, n_samples=5000, batch_size=64, lr
     test_set = TensorDataset(X[split:], y[split:])
     results = []
     # Once the well-separated classes are learnt, gradients shrink to ~1e-20 and Adam's
-    # second moments (g**2) become float32 denormals, which x86 CPUs process 10-100x
-    # slower: the dense model's later epochs took 2.2 s instead of 0.17 s. Flushing them
-    # to zero changes nothing visible in the results. torch has no getter for this flag, so
-    # it is put back to torch's default (off) afterwards.
+    # second moments (g**2) become float32 denormals, which x86 CPUs process slowly: with
+    # them flushed to zero the dense model's epochs take 0.23 s instead of 0.27 s (1 thread;
+    # an Adam step on denormal gradients alone is 2x slower). Nothing visible in the results
+    # changes. torch has no getter for this flag: it is put back to torch's default (off).
     flush = torch.set_flush_denormal(True)
     old_threads = torch.get_num_threads()
     limits = contextlib.nullcontext()
     if threads:
         torch.set_num_threads(threads)
-        # sketchcore's kernels use OpenMP and SciPy's OpenBLAS, whose pools torch's setting
+        # sketchcore's kernels call SciPy's OpenBLAS, whose thread pool torch's setting
         # does not reach.
         limits = threadpool_limits(limits=threads)
     try:
@@ -263,18 +263,19 @@ def _train_one(name, model, train_set, test_set, epochs, batch_size, lr, device,
     # Dropout draws from the global generator: reseed so each row is reproducible alone.
     torch.manual_seed(seed)
     bar = None
-    callback = None
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=epochs * len(train_loader), desc=f"{name:<21}", unit="batch",
                    leave=True, dynamic_ncols=True)
 
-        def callback(n, loss, bar=bar):
-            bar.update(n)
-            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+    def callback(n, loss):
+        bar.update(n)
+        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+
     try:
         return train_and_evaluate(model, train_loader, test_loader, num_epochs=epochs,
-                                  lr=lr, device=device, progress=callback, name=name)
+                                  lr=lr, device=device,
+                                  progress=callback if bar is not None else None, name=name)
     finally:
         if bar is not None:
             bar.close()

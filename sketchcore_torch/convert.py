@@ -19,6 +19,7 @@ import copy
 import fnmatch
 import numbers
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -180,7 +181,7 @@ class SketchReport:
 
     def __str__(self):
         header = ("layer", "in", "out", "terms", "rank", "before", "after", "ratio", "status")
-        rows = [(r.name, str(r.in_features), str(r.out_features), str(r.num_terms),
+        rows = [(r.name or "(model)", str(r.in_features), str(r.out_features), str(r.num_terms),
                  str(r.low_rank), f"{r.params_before:,}", f"{r.params_after:,}",
                  f"{r.ratio:.3f}", r.status) for r in self.layers]
         lin_ratio = (self.linear_params_after / self.linear_params_before
@@ -262,6 +263,11 @@ def sketch_model(model, num_terms, low_rank, include=None, exclude=None, min_fea
         A non-positive size; an invalid regular expression; a pattern that matches no
         ``nn.Linear`` layer; ``model`` is itself an ``nn.Linear`` and ``inplace=True`` (a
         module cannot replace itself: use ``inplace=False`` or ``SKLinear.from_linear``).
+
+    Warns
+    -----
+    UserWarning
+        The model has no ``nn.Linear`` layer at all (the report is then empty).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -288,6 +294,9 @@ def sketch_model(model, num_terms, low_rank, include=None, exclude=None, min_fea
     params_before = _count_params(model)
 
     linears = [(name, mod) for name, mod in model.named_modules() if type(mod) is nn.Linear]
+    if not linears:
+        warnings.warn(f"sketch_model: {type(model).__name__} has no nn.Linear layer; "
+                      f"nothing was converted", UserWarning, stacklevel=2)
     for pats, arg in ((include_pats, "include"), (exclude_pats, "exclude")):
         for raw, pat in pats:
             if not any(_matches(pat, name) for name, _ in linears):

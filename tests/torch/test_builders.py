@@ -115,7 +115,8 @@ def test_state_dict_keys_match_the_tutorial_classes():
 
 
 @pytest.mark.parametrize("schedules, match", [
-    (dict(num_terms_schedule=[8, 8]), "num_terms_schedule must have len\\(hidden_dims\\) \\+ 1 = 3"),
+    (dict(num_terms_schedule=[8, 8]),
+     "num_terms_schedule must have len\\(hidden_dims\\) \\+ 1 = 3"),
     (dict(low_rank_schedule=[4, 4, 4, 4]), "low_rank_schedule must have .* got 4"),
     (dict(num_terms_schedule=[1, 0, 1]), "num_terms_schedule\\[1\\] must be a positive"),
 ])

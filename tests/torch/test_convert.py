@@ -286,6 +286,7 @@ def test_root_linear():
     report = sketch_model(lin, 1, 4, seed=0, inplace=False)
     assert isinstance(report.model, SKLinear) and isinstance(report, SketchReport)
     assert report.model_params_after == params(report.model)
+    assert str(report).splitlines()[2].startswith("(model)")
 
 
 # ---------------------------------------------------------------------------------- errors
@@ -323,6 +324,13 @@ def test_bad_arguments(kwargs, exc, match):
 def test_model_must_be_a_module():
     with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
         sketch_model([nn.Linear(4, 4)], 1, 1)
+
+
+def test_model_without_linear_layers_warns():
+    model = nn.Sequential(nn.Conv2d(1, 1, 3), nn.ReLU())
+    with pytest.warns(UserWarning, match="Sequential has no nn.Linear layer"):
+        report = sketch_model(model, 1, 4, seed=0)
+    assert report.layers == [] and report.model_params_after == report.model_params_before
 
 
 def test_layer_seeds_errors():

@@ -146,3 +146,19 @@ def test_no_command_prints_help(capsys):
 def test_run_demo_argument_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         _demo.run_demo(progress=False, **kwargs)
+
+
+@pytest.mark.slow
+def test_default_demo_within_two_minutes_and_compressed_keeps_accuracy():
+    import time
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "sketchcore_torch", "demo", "--no-progress"],
+                          capture_output=True, text=True, timeout=300)
+    wall = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = parse_table(proc.stdout)
+    assert len(rows) == 3
+    assert wall < 120, wall
+    standard = rows["standard"][2]
+    assert rows["sketched (compressed)"][2] >= standard - 0.02
+    assert rows["sketched (compressed)"][0] < 0.25 * rows["standard"][0]
