@@ -14,6 +14,8 @@ the same run:
 
 "fwd" runs under ``torch.no_grad()``; "fwd+bwd" is ``layer(x).backward(g)`` with ``x``
 requiring grad (so every gradient, x's included, is computed), after zeroing grads.
+The three implementations are timed in turn, round after round (see ``_interleaved``), and
+each reports its median.
 A last block measures the fixed per-call cost on a tiny layer, where it dominates.
 """
 import argparse
@@ -71,13 +73,32 @@ def bench_config(bench, n, batch, L, k, repeats):
     slow = 3 if n >= 8192 else repeats
     for mode in ("fwd", "fwd+bwd"):
         case = f"n={n} b={batch} L={L} k={k} {mode}"
-        for impl, (fn, params) in impls.items():
-            run = _no_grad(fn) if mode == "fwd" else _fwd_bwd(fn, x, g, params)
-            reps = slow if impl == "nn.Linear" else repeats
-            bench.add(case=case, impl=impl, seconds=timeit(run, repeats=reps, warmup=1),
+        runs = {impl: _no_grad(fn) if mode == "fwd" else _fwd_bwd(fn, x, g, params)
+                for impl, (fn, params) in impls.items()}
+        times = _interleaved(runs, repeats, {"nn.Linear": slow})
+        for impl, seconds in times.items():
+            bench.add(case=case, impl=impl, seconds=seconds,
                       baseline=None if impl == "nn.Linear" else
                       (["nn.Linear"] if impl == "torch loop" else ["nn.Linear", "torch loop"]),
                       n=n, batch=batch, L=L, k=k, mode=mode)
+
+
+def _interleaved(runs, repeats, fewer=None):
+    """Median seconds per implementation, timing them in turn (round-robin).
+
+    On a shared machine load comes in bursts; taking each implementation's repeats back to
+    back lets one burst land on one implementation only and skew the ratios. Interleaving
+    exposes all of them to the same conditions. Each round is one ``timeit`` call.
+    """
+    fewer = fewer or {}
+    samples = {impl: [] for impl in runs}
+    for run in runs.values():
+        run()                                   # warm-up (allocations, lazy init)
+    for r in range(repeats):
+        for impl, run in runs.items():
+            if r < fewer.get(impl, repeats):
+                samples[impl].append(timeit(run, repeats=1, warmup=0))
+    return {impl: float(np.median(ts)) for impl, ts in samples.items()}
 
 
 def bench_overhead(bench, repeats):
@@ -97,31 +118,38 @@ def bench_overhead(bench, repeats):
         return run
 
     case = "overhead 64x64 L=1 k=8 b=32 fwd"
-    t_kernel = timeit(many(lambda: _cpu.sketched_linear_forward(*arrays)), repeats, 2) / inner
     with torch.no_grad():
-        t_lin = timeit(many(lambda: lin(x)), repeats, 2) / inner
-        t_loop = timeit(many(lambda: _loop(x, sk.S1s, sk.S2s, sk.U1s, sk.U2s, sk.bias)),
-                        repeats, 2) / inner
-        t_sk = timeit(many(lambda: sk(x)), repeats, 2) / inner
-    bench.add(case=case, impl="nn.Linear", seconds=t_lin, mode="fwd")
-    bench.add(case=case, impl="torch loop", seconds=t_loop, baseline=["nn.Linear"], mode="fwd")
-    bench.add(case=case, impl="SKLinear", seconds=t_sk, baseline=["nn.Linear", "torch loop"],
+        t = _interleaved({
+            "nn.Linear": many(lambda: lin(x)),
+            "torch loop": many(lambda: _loop(x, sk.S1s, sk.S2s, sk.U1s, sk.U2s, sk.bias)),
+            "SKLinear": many(lambda: sk(x)),
+            "kernel only (NumPy)": many(lambda: _cpu.sketched_linear_forward(*arrays)),
+        }, repeats)
+    t = {k: v / inner for k, v in t.items()}
+    bench.add(case=case, impl="nn.Linear", seconds=t["nn.Linear"], mode="fwd")
+    bench.add(case=case, impl="torch loop", seconds=t["torch loop"], baseline=["nn.Linear"],
               mode="fwd")
-    bench.add(case=case, impl="kernel only (NumPy)", seconds=t_kernel, mode="fwd")
+    bench.add(case=case, impl="SKLinear", seconds=t["SKLinear"],
+              baseline=["nn.Linear", "torch loop"], mode="fwd")
+    bench.add(case=case, impl="kernel only (NumPy)", seconds=t["kernel only (NumPy)"],
+              mode="fwd")
     bench.note(f"Per-call overhead of SKLinear above its kernel (bridge, autograd Function, "
-               f"module checks): {1e6 * (t_sk - t_kernel):.0f} us per forward call.")
+               f"module checks): {1e6 * (t['SKLinear'] - t['kernel only (NumPy)']):.0f} us "
+               f"per forward call (64x64 layer, 32 rows).")
 
     xg = x.clone().requires_grad_()
     gy = torch.randn(32, 64)
     case = "overhead 64x64 L=1 k=8 b=32 fwd+bwd"
-    t_lin = timeit(many(_fwd_bwd(lambda: lin(xg), xg, gy, list(lin.parameters()))), repeats, 2)
-    t_loop = timeit(many(_fwd_bwd(lambda: _loop(xg, sk.S1s, sk.S2s, sk.U1s, sk.U2s, sk.bias),
-                                  xg, gy, [sk.S1s, sk.S2s, sk.bias])), repeats, 2)
-    t_sk = timeit(many(_fwd_bwd(lambda: sk(xg), xg, gy, list(sk.parameters()))), repeats, 2)
-    bench.add(case=case, impl="nn.Linear", seconds=t_lin / inner, mode="fwd+bwd")
-    bench.add(case=case, impl="torch loop", seconds=t_loop / inner, baseline=["nn.Linear"],
-              mode="fwd+bwd")
-    bench.add(case=case, impl="SKLinear", seconds=t_sk / inner,
+    t = _interleaved({
+        "nn.Linear": many(_fwd_bwd(lambda: lin(xg), xg, gy, list(lin.parameters()))),
+        "torch loop": many(_fwd_bwd(lambda: _loop(xg, sk.S1s, sk.S2s, sk.U1s, sk.U2s, sk.bias),
+                                    xg, gy, [sk.S1s, sk.S2s, sk.bias])),
+        "SKLinear": many(_fwd_bwd(lambda: sk(xg), xg, gy, list(sk.parameters()))),
+    }, repeats)
+    bench.add(case=case, impl="nn.Linear", seconds=t["nn.Linear"] / inner, mode="fwd+bwd")
+    bench.add(case=case, impl="torch loop", seconds=t["torch loop"] / inner,
+              baseline=["nn.Linear"], mode="fwd+bwd")
+    bench.add(case=case, impl="SKLinear", seconds=t["SKLinear"] / inner,
               baseline=["nn.Linear", "torch loop"], mode="fwd+bwd")
 
 

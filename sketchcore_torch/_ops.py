@@ -65,7 +65,72 @@ def _cpu_backend():
     return _cpu
 
 
+# ------------------------------------------------------------- CUDA fast path (GPU engineer)
+# CUDA tensors go to sketchcore._cuda directly: one DLPack view per tensor, 16-bit
+# activations passed as they are (no float32 copies of x, y, grad_y, grad_x; bfloat16 travels
+# as an int16 view, CuPy having no bfloat16), every launch on torch's current stream.
+_CUDA_FLOAT = (torch.float32, torch.float64)
+
+
+def _cuda_ok(x, S1s):
+    """Whether the fast path takes these dtypes (else the generic path above runs)."""
+    if not (x.is_cuda and S1s.is_cuda):
+        return False
+    if x.dtype in _CUDA_FLOAT:
+        return S1s.dtype == x.dtype
+    return x.dtype in _HALF and S1s.dtype in (x.dtype, torch.float32)
+
+
+def _cuda_view(t):
+    import cupy
+    if t is None:
+        return None
+    if not t.is_contiguous():
+        t = t.contiguous()
+    t = t.detach()
+    return cupy.from_dlpack(t.view(torch.int16) if t.dtype == torch.bfloat16 else t)
+
+
+def _cuda_tensor(a, dtype):
+    t = torch.from_dlpack(a)
+    return t.view(torch.bfloat16) if dtype == torch.bfloat16 else t
+
+
+def _cuda_forward(x, S1s, S2s, U1s, U2s, bias):
+    from sketchcore import _cuda
+    from sketchcore_torch._bridge import cuda_stream
+    storage = "bfloat16" if x.dtype == torch.bfloat16 else None
+    if bias is not None and bias.dtype != x.dtype:
+        bias = bias.to(x.dtype)        # the kernel adds the bias in the output's type
+    with cuda_stream(x.device):
+        args = [_cuda_view(t) for t in (x, S1s, S2s, U1s, U2s, bias)]
+        y, hidden = _cuda.sketched_linear_forward(*args, storage=storage)
+        return _cuda_tensor(y, x.dtype), torch.from_dlpack(hidden)
+
+
+def _cuda_backward(grad_y, x, hidden, S1s, S2s, U1s, U2s, has_bias, need_x, need_weights):
+    from sketchcore import _cuda
+    from sketchcore_torch._bridge import cuda_stream
+    storage = "bfloat16" if x.dtype == torch.bfloat16 else None
+    if grad_y.dtype != x.dtype:
+        grad_y = grad_y.to(x.dtype)
+    with cuda_stream(x.device):
+        args = [_cuda_view(t) for t in (grad_y, x, hidden, S1s, S2s, U1s, U2s)]
+        grads = _cuda.sketched_linear_backward(*args, has_bias, need_x, need_weights,
+                                               storage=storage)
+        out = []
+        for g, ref in zip(grads, (x, S1s, S2s, S2s)):
+            if g is None:
+                out.append(ref.new_empty(_EMPTY_SHAPE))
+                continue
+            t = _cuda_tensor(g, ref.dtype if ref is not x else x.dtype)
+            out.append(t.to(ref.dtype) if t.dtype != ref.dtype else t)
+        return tuple(out)
+
+
 def _forward_impl(x, S1s, S2s, U1s, U2s, bias):
+    if _cuda_ok(x, S1s):   # GPU engineer: CUDA fast path (below the CPU path's helpers)
+        return _cuda_forward(x, S1s, S2s, U1s, U2s, bias)
     cdt = _compute_dtype(x.dtype)
     arrays, backend = _arrays(cdt, x, S1s, S2s, U1s, U2s, bias)
     y, hidden = backend.sketched_linear_forward(*arrays)
@@ -74,6 +139,9 @@ def _forward_impl(x, S1s, S2s, U1s, U2s, bias):
 
 
 def _backward_impl(grad_y, x, hidden, S1s, S2s, U1s, U2s, has_bias, need_x, need_weights):
+    if _cuda_ok(x, S1s):   # GPU engineer: CUDA fast path
+        return _cuda_backward(grad_y, x, hidden, S1s, S2s, U1s, U2s, has_bias, need_x,
+                              need_weights)
     cdt = _compute_dtype(x.dtype)
     arrays, backend = _arrays(cdt, grad_y, x, hidden, S1s, S2s, U1s, U2s)
     grads = backend.sketched_linear_backward(*arrays, has_bias, need_x, need_weights)
@@ -175,7 +243,12 @@ class _EagerSKLinear(torch.autograd.Function):
 def _apply(x, S1s, S2s, U1s, U2s, bias):
     """y = x @ W_eff + bias on validated tensors: the eager Function or the op."""
     if torch.compiler.is_compiling() or x.device.type not in ("cpu", "cuda"):
-        return _apply(x, S1s, S2s, U1s, U2s, bias)
+        return torch.ops.sketchcore.sklinear_forward(x, S1s, S2s, U1s, U2s, bias)[0]
+    if not torch.is_grad_enabled() or not (
+            x.requires_grad or S1s.requires_grad or S2s.requires_grad
+            or (bias is not None and bias.requires_grad)):
+        # Nothing to differentiate (inference, no_grad, frozen layer): the kernels alone.
+        return _forward_impl(x, S1s, S2s, U1s, U2s, bias)[0]
     return _EagerSKLinear.apply(x, S1s, S2s, U1s, U2s, bias)[0]
 
 

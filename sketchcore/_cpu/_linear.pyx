@@ -12,6 +12,12 @@ The 2L factors are stacked once per call so every product is one GEMM over all t
 Backward with G = g B^T (n, 2K):
     grad_x = c G A^T,   grad_S1s[i] = c x^T G[:, S1 block i],   grad_S2s = c T[:, K:]^T g.
 
+Gathering A costs ~4Lmk of memory traffic; when the batch is small (n < 2k) that is more
+than re-reading x once per factor, so the factors are then read in place instead, one GEMM
+per (m, k) block of A writing its column block of T (and likewise for grad_x, grad_S1s).
+Which way each product is split across threads (batch rows, or output columns) is chosen
+so that the larger operand is streamed once, not once per thread.
+
 Threading. The products are split across an OpenMP team, each thread calling
 *single-threaded* BLAS on its block (batch rows for the row-separable products, columns /
 input rows for the two reductions over the batch). This is deliberate: under PyTorch the
@@ -223,16 +229,25 @@ cdef int _backward(const floating* g, const floating* x, floating* T, bint have_
     cdef bint x_by_rows = n > m
     cdef floating* A = NULL
     cdef floating* land = NULL
+    cdef Py_ssize_t ld_land = 2 * K
+    # With several terms, x^T G[:, :K] is computed for all of them at once and lands in a
+    # buffer before the scatter to (L, m, k). The landing rows of a thread are its own rows
+    # of A, free once its block of grad_x is done, unless grad_x is split by batch rows
+    # (every thread then reads all of A): only that case needs a separate buffer.
+    cdef bint own_landing = gx != NULL and x_by_rows
     cdef floating* G = <floating*>malloc(n * 2 * K * sizeof(floating))
     if G == NULL:
         return -1
     if stacked:
         A = <floating*>malloc(m * 2 * K * sizeof(floating))
-        # x^T G[:, :K] for all terms at once lands here before the scatter to (L, m, k).
-        if L > 1 and gS1 != NULL:
+        land = A
+        if L > 1 and gS1 != NULL and own_landing:
             land = <floating*>malloc(m * K * sizeof(floating))
-        if A == NULL or (L > 1 and gS1 != NULL and land == NULL):
+            ld_land = K
+        if A == NULL or land == NULL:
             free(A)
+            if land != A:
+                free(land)
             free(G)
             return -1
     prev = _blas_single(nt)
@@ -306,10 +321,10 @@ cdef int _backward(const floating* g, const floating* x, floating* T, bint have_
             if r1 > r0:
                 if stacked and L > 1:
                     gemm_rm(True, False, r1 - r0, K, n, c, x + r0, m, G, 2 * K, 0.0,
-                            land + r0 * K, K)
+                            land + r0 * ld_land, ld_land)
                     for i in range(L):
                         for r in range(r0, r1):
-                            memcpy(gS1 + (i * m + r) * k, land + r * K + i * k,
+                            memcpy(gS1 + (i * m + r) * k, land + r * ld_land + i * k,
                                    k * sizeof(floating))
                 else:
                     for i in range(L):
@@ -328,8 +343,9 @@ cdef int _backward(const floating* g, const floating* x, floating* T, bint have_
                     for j in range(r0, r1):
                         gb[j] += g[r * o + j]
     _blas_restore(prev)
+    if land != A:
+        free(land)
     free(A)
-    free(land)
     free(G)
     return 0
 

@@ -12,6 +12,9 @@ from sketchcore_torch import _ops
 
 __all__ = ["SKLinear"]
 
+# Device types whose autocast state is consulted (the meta device has none).
+_AUTOCAST_DEVICES = ("cpu", "cuda")
+
 
 def _torch_seed():
     """A 64-bit seed drawn from torch's default generator.
@@ -214,10 +217,12 @@ class SKLinear(nn.Module):
         S1s = self.S1s
         param_dtype = S1s.dtype
         out_dtype = None
-        if torch.is_autocast_enabled(x.device.type) and param_dtype == torch.float32:
+        device_type = x.device.type
+        if (device_type in _AUTOCAST_DEVICES and param_dtype == torch.float32
+                and torch.is_autocast_enabled(device_type)):
             # Like nn.Linear under autocast the result has the autocast dtype, but the
             # kernels compute from the float32 parameters (more accurate, no weight casts).
-            out_dtype = torch.get_autocast_dtype(x.device.type)
+            out_dtype = torch.get_autocast_dtype(device_type)
             x = x.to(param_dtype)
         elif x.dtype != param_dtype:
             raise TypeError(f"SKLinear: input dtype {x.dtype} does not match the layer's "
