@@ -39,6 +39,11 @@ def _next_pow2(m):
     return 1 << (int(m) - 1).bit_length()
 
 
+def _fortran_only(A):
+    """True for a 2-D array that is Fortran- but not C-contiguous (its transpose is C)."""
+    return A.ndim == 2 and A.flags.f_contiguous and not A.flags.c_contiguous
+
+
 def _parity(v):
     """Parity of the set bits of each non-negative int64 (H[r, k] = (-1)^parity(r & k))."""
     v = v.copy()
@@ -156,6 +161,9 @@ class SketchOperator:
         xp = xp_of(A)
         if A.ndim == 1:
             return self._left(get_backend(A), xp.ascontiguousarray(A[:, None]))[:, 0]
+        if _fortran_only(A):
+            # A.T is C-contiguous: the right kernel on it avoids copying A.
+            return xp.ascontiguousarray(self._right(get_backend(A), A.T).T)
         return self._left(get_backend(A), xp.ascontiguousarray(A))
 
     def __rmatmul__(self, A):
@@ -173,6 +181,9 @@ class SketchOperator:
         """``A @ S.T`` for A of shape (..., m); returns (..., d)."""
         A = self._prepare(A, "A", self._m, -1, "A.shape[-1]")
         xp = xp_of(A)
+        if A.ndim == 2 and _fortran_only(A):
+            # A.T is C-contiguous: the left kernel on it avoids copying A.
+            return xp.ascontiguousarray(self._left(get_backend(A), A.T).T)
         lead = A.shape[:-1]
         A2 = xp.ascontiguousarray(A.reshape(-1, self._m))
         return self._right(get_backend(A), A2).reshape(*lead, self._d)

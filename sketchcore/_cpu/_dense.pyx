@@ -51,8 +51,9 @@ cdef enum:
     MIN_ITEM_COLS = 64
     # Columns of S per generated tile.
     DEFAULT_TILE = 512
-    # Below this many multiply-adds one thread does everything (thread start-up dominates).
-    PARALLEL_MIN_WORK = 1 << 21
+    # Below this many multiply-adds (about half a millisecond) one thread does everything:
+    # waking the workers can cost more than that on a loaded machine.
+    PARALLEL_MIN_WORK = 1 << 25
 
 PARTIAL_BUDGET = 1 << 26
 
@@ -121,14 +122,12 @@ cdef void _run(int kind, uint64_t seed, uint64_t stream, const real* a, Py_ssize
             j0 = j0 + t
         free(g)
         free(gf)
-    if parts > 1:
-        # Rows of the output (d for left, n for right), partials added in the order k.
-        for i in prange(n if right else d, schedule="static", num_threads=nthreads):
-            row = out + i * (d if right else n)
-            for k in range(1, parts):
-                acc = partial + (k - 1) * size + i * (d if right else n)
-                for c in range(d if right else n):
-                    row[c] = row[c] + acc[c]
+    # Partials added in the order k, serially: a second parallel region would cost another
+    # wake-up of the workers for a pass that is tiny next to the products.
+    for k in range(1, parts):
+        acc = partial + (k - 1) * size
+        for i in range(size):
+            out[i] = out[i] + acc[i]
 
 
 def _apply(int kind, a, Py_ssize_t d, uint64_t seed, uint64_t stream, bint right,
@@ -220,7 +219,7 @@ def dense_block(int kind, uint64_t seed, uint64_t stream, Py_ssize_t m, Py_ssize
     cdef float[:, ::1] rv = raw
     if nr and nc:
         with nogil:
-            for i in prange(nr, schedule="static", use_threads_if=nr * nc > 65536):
+            for i in prange(nr, schedule="static", use_threads_if=nr * nc > (1 << 20)):
                 sk_fill_run(kind, seed, stream, <uint64_t>((r0 + i) * m + j0), nc, &rv[i, 0])
     out = raw.astype(np.float64)
     out *= scale

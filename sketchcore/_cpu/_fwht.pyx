@@ -43,8 +43,9 @@ cdef enum:
     MAX_TILE_ROWS = 4096
     MIN_STRIPE = 16
     MAX_STRIPE = 64
-    # Below this many entries of A one thread does everything.
-    PARALLEL_MIN_WORK = 1 << 16
+    # Below this many entries of A (about a millisecond of transforms) one thread does
+    # everything: waking the workers can cost more than that on a loaded machine.
+    PARALLEL_MIN_WORK = 1 << 20
 
 
 cdef inline void _fwht_block(real* x, Py_ssize_t b, Py_ssize_t n, Py_ssize_t ld,
@@ -104,7 +105,7 @@ cdef void _fwht_rows(real* x, Py_ssize_t p, Py_ssize_t n, Py_ssize_t blk,
     cdef real *r0
     cdef real *r1
     cdef real u0, u1
-    for s in prange(nstripes, schedule="static"):
+    for s in prange(nstripes, schedule="static", use_threads_if=p * n >= PARALLEL_MIN_WORK):
         c0 = s * stripe
         w = min(stripe, n - c0)
         k = 0

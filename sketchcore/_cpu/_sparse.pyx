@@ -9,8 +9,9 @@ generator into a small packed index buffer (row | sign << 31) right before they 
   streaming whole rows of A into a private dense Y_k, and Y = ((Y_0 + Y_1) + Y_2) + ...
   The parts are OpenMP work items (dynamic schedule, so a thread the OS pre-empts does not
   hold up the others); the result depends on K, never on the thread count.
-* right, Z = A @ S^T: Z[i, row(j, t)] += v(j, t) * A[i, j]; work items are blocks of rows i,
-  each receiving its terms in the order (j, t).
+* right, Z = A @ S^T: Z[i, row(j, t)] += v(j, t) * A[i, j]; work items are blocks of 16
+  rows i, accumulated transposed (16-wide vector updates) and each element receiving its
+  terms in the order (j, t).
 
 Entry definition (contracts.md): column j has one nonzero in each of nnz
 row blocks; block t covers rows [t*d//nnz, (t+1)*d//nnz) of size b_t; the words w of counter
@@ -20,6 +21,7 @@ set; values are +-1/sqrt(nnz).
 from cython.parallel cimport prange
 from libc.stdint cimport uint32_t, uint64_t, int32_t
 from libc.stdlib cimport malloc, free
+from libc.string cimport memset
 cimport numpy as cnp
 cimport openmp
 import numpy as np
@@ -43,10 +45,13 @@ cdef enum:
     PART_MIN = 4096
     # Right: columns of S whose indices are drawn once and shared by all row blocks.
     J_CHUNK_RIGHT = 1 << 16
-    # Right: rows of A per work item.
+    # Right: rows of A per work item (one short vector per column of S).
     ROW_BLOCK = 16
-    # Below this many multiply-adds one thread does everything.
-    PARALLEL_MIN_WORK = 1 << 20
+    # Spacing of the blocks' column vectors (>= 4 cache lines apart: no false sharing).
+    X_STRIDE = 64
+    # Below this many multiply-adds (about a millisecond) one thread does everything:
+    # waking the workers can cost more than that on a loaded machine.
+    PARALLEL_MIN_WORK = 1 << 22
 
 PARTIAL_BUDGET = 1 << 26
 
@@ -105,8 +110,8 @@ cdef inline void _scatter_chunk(const uint32_t* code, Py_ssize_t nj, Py_ssize_t 
 cdef void _left(uint64_t seed, uint64_t stream, Py_ssize_t d, Py_ssize_t nnz, const real* a,
                 Py_ssize_t lda, real* out, Py_ssize_t n, real scale, Py_ssize_t m,
                 Py_ssize_t parts, real* partial, int nthreads) noexcept nogil:
-    """out (d x n, contiguous) = S @ a; part 0 accumulates in ``out``, part k >= 1 in
-    partial[(k-1) * d * n ...], then the parts are added in order."""
+    """out (d x n, contiguous, zero) = S @ a; part 0 accumulates in ``out``, part k >= 1 in
+    partial[(k-1) * d * n ...] (uninitialised on entry), then the parts are added in order."""
     cdef Py_ssize_t k, j0, j1, nj, c, i
     cdef uint32_t* code
     cdef real* acc
@@ -114,6 +119,9 @@ cdef void _left(uint64_t seed, uint64_t stream, Py_ssize_t d, Py_ssize_t nnz, co
     for k in prange(parts, schedule="dynamic", num_threads=nthreads):
         code = <uint32_t*>malloc(J_CHUNK * nnz * sizeof(uint32_t))
         acc = out if k == 0 else partial + (k - 1) * d * n
+        if k > 0:
+            # Zeroed here, by the thread that fills it (first touch, in parallel).
+            memset(acc, 0, d * n * sizeof(real))
         j0 = (m * k) // parts
         j1 = (m * (k + 1)) // parts
         while j0 < j1:
@@ -122,38 +130,65 @@ cdef void _left(uint64_t seed, uint64_t stream, Py_ssize_t d, Py_ssize_t nnz, co
             _scatter_chunk(code, nj, nnz, a + j0 * lda, lda, acc, n, scale)
             j0 = j0 + nj
         free(code)
-    if parts > 1:
-        for i in prange(d, schedule="static", num_threads=nthreads):
-            orow = out + i * n
-            for k in range(1, parts):
-                acc = partial + (k - 1) * d * n + i * n
-                for c in range(n):
-                    orow[c] = orow[c] + acc[c]
+    # Serial on purpose: a second parallel region would cost another wake-up of the
+    # workers (milliseconds on a loaded machine) for well under a millisecond of adds.
+    for k in range(1, parts):
+        acc = partial + (k - 1) * d * n
+        for i in range(d * n):
+            out[i] = out[i] + acc[i]
 
 
 cdef void _right(uint64_t seed, uint64_t stream, Py_ssize_t d, Py_ssize_t nnz, const real* a,
                  Py_ssize_t lda, real* out, Py_ssize_t n, real scale, Py_ssize_t m,
-                 uint32_t* code, int nthreads) noexcept nogil:
-    """out (n x d, contiguous) = a @ S.T; indices of a chunk of columns are drawn once, then
-    blocks of rows of a scatter them in parallel."""
-    cdef Py_ssize_t nblocks = (n + ROW_BLOCK - 1) // ROW_BLOCK, blk, i, jj, e, j0 = 0, nj
-    cdef const real* arow
-    cdef real* orow
-    cdef real x
+                 uint32_t* code, real* zb, int nthreads) noexcept nogil:
+    """out (n x d, contiguous) = a @ S.T. The rows of a go in blocks of ROW_BLOCK: for each
+    column j the block's ROW_BLOCK values a[i, j] form one short vector, scattered into the
+    block's transposed accumulator zb[blk] (d x ROW_BLOCK, L1/L2-resident) as
+    zb[blk][row(j, t), :] += v(j, t) * a[block, j] -- the left kernel's vector update on a
+    transposed block, so nothing strided is written. Indices of a chunk of columns are drawn
+    once (in parallel pieces) and shared by all blocks; the (j, t) order per element holds."""
+    cdef Py_ssize_t nblocks = (n + ROW_BLOCK - 1) // ROW_BLOCK, npieces, piece, blk
+    cdef Py_ssize_t i0, nr, r, jj, e, j0 = 0, nj, p0, row
+    cdef const real* ablk
+    cdef real* z
+    cdef real* zr
+    cdef real* x
+    cdef real v
     cdef uint32_t key
     while j0 < m:
         nj = min(<Py_ssize_t>J_CHUNK_RIGHT, m - j0)
-        _indices(seed, stream, d, nnz, j0, nj, code)
+        npieces = (nj + J_CHUNK - 1) // J_CHUNK
+        for piece in prange(npieces, schedule="static", num_threads=nthreads):
+            p0 = piece * J_CHUNK
+            _indices(seed, stream, d, nnz, j0 + p0, min(<Py_ssize_t>J_CHUNK, nj - p0),
+                     code + p0 * nnz)
         for blk in prange(nblocks, schedule="dynamic", num_threads=nthreads):
-            for i in range(blk * ROW_BLOCK, min((blk + 1) * ROW_BLOCK, n)):
-                arow = a + i * lda + j0
-                orow = out + i * d
-                for jj in range(nj):
-                    x = arow[jj]
-                    for e in range(jj * nnz, (jj + 1) * nnz):
-                        key = code[e]
-                        orow[key & ~SIGN_BIT] += (-scale if (key & SIGN_BIT) else scale) * x
+            i0 = blk * ROW_BLOCK
+            nr = min(<Py_ssize_t>ROW_BLOCK, n - i0)
+            ablk = a + i0 * lda + j0
+            z = zb + blk * d * ROW_BLOCK
+            # The block's column vector lives after all accumulators (a C array declared
+            # here would be shared by the threads).
+            x = zb + nblocks * d * ROW_BLOCK + blk * X_STRIDE
+            for r in range(nr, ROW_BLOCK):
+                x[r] = 0
+            for jj in range(nj):
+                for r in range(nr):
+                    x[r] = ablk[r * lda + jj]
+                for e in range(jj * nnz, (jj + 1) * nnz):
+                    key = code[e]
+                    zr = z + <Py_ssize_t>(key & ~SIGN_BIT) * ROW_BLOCK
+                    v = -scale if (key & SIGN_BIT) else scale
+                    for r in range(ROW_BLOCK):
+                        zr[r] += v * x[r]
         j0 += nj
+    # Serial copy-out (output-sized, small): no third wake-up of the workers.
+    for blk in range(nblocks):
+        i0 = blk * ROW_BLOCK
+        z = zb + blk * d * ROW_BLOCK
+        for r in range(min(<Py_ssize_t>ROW_BLOCK, n - i0)):
+            for row in range(d):
+                out[(i0 + r) * d + row] = z[row * ROW_BLOCK + r]
 
 
 def _check(a, str name):
@@ -178,31 +213,33 @@ def _apply(a, Py_ssize_t d, Py_ssize_t nnz, uint64_t seed, uint64_t stream, bint
     # The number of parts fixes the summation order, so it depends on the sizes only.
     cdef Py_ssize_t parts = max(1, min(<Py_ssize_t>MAX_PARTS, m // PART_MIN,
                                        PARTIAL_BUDGET // max(1, d * n * a.itemsize)))
-    partial = np.zeros(max(1, (parts - 1) * d * n) if not right else 1, dtype=a.dtype)
+    partial = np.empty(max(1, (parts - 1) * d * n) if not right else 1, dtype=a.dtype)
     codes = np.empty(min(m, <Py_ssize_t>J_CHUNK_RIGHT) * nnz if right else 1, dtype=np.uint32)
+    zblocks = np.zeros(((n + ROW_BLOCK - 1) // ROW_BLOCK) * (ROW_BLOCK * d + X_STRIDE)
+                       if right else 1, dtype=a.dtype)
     cdef uint32_t[::1] cv = codes
     cdef double scale = 1.0 / np.sqrt(nnz)
     cdef const float[:, ::1] a32
     cdef const double[:, ::1] a64
     cdef float[:, ::1] o32
     cdef double[:, ::1] o64
-    cdef float[::1] p32
-    cdef double[::1] p64
+    cdef float[::1] p32, z32
+    cdef double[::1] p64, z64
     if a.dtype == np.float32:
-        a32, o32, p32 = a, out, partial
+        a32, o32, p32, z32 = a, out, partial, zblocks
         with nogil:
             if right:
                 _right[float](seed, stream, d, nnz, &a32[0, 0], a32.shape[1], &o32[0, 0], n,
-                              <float>scale, m, &cv[0], nthreads)
+                              <float>scale, m, &cv[0], &z32[0], nthreads)
             else:
                 _left[float](seed, stream, d, nnz, &a32[0, 0], a32.shape[1], &o32[0, 0], n,
                              <float>scale, m, parts, &p32[0], nthreads)
     else:
-        a64, o64, p64 = a, out, partial
+        a64, o64, p64, z64 = a, out, partial, zblocks
         with nogil:
             if right:
                 _right[double](seed, stream, d, nnz, &a64[0, 0], a64.shape[1], &o64[0, 0], n,
-                               scale, m, &cv[0], nthreads)
+                               scale, m, &cv[0], &z64[0], nthreads)
             else:
                 _left[double](seed, stream, d, nnz, &a64[0, 0], a64.shape[1], &o64[0, 0], n,
                               scale, m, parts, &p64[0], nthreads)

@@ -286,9 +286,9 @@ def _openmp_controlled():
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_thread_count_invariance(kind, dtype):
     assert _openmp_controlled(), "threadpoolctl must see the OpenMP runtime of the kernels"
-    # Above every kernel's parallel threshold (CountSketch: m * n >= 2**20) and with
-    # several work items everywhere (sparse left: m >= 2 * 4096 gives two parts).
-    d, m, n = 100, 10000, 200
+    # Above every kernel's parallel threshold (CountSketch: m * n >= 2**22) and with
+    # several work items everywhere (sparse left: m >= 4 * 4096 gives four parts).
+    d, m, n = 100, 25000, 200
     S = KINDS[kind](d, m, seed=8, dtype=dtype)
     rng = np.random.default_rng(5)
     A = rng.standard_normal((m, n)).astype(dtype)
