@@ -10,9 +10,12 @@ Layout conventions (checked by the Python callers, not here):
 * small square/triangular matrices (``R``, ``G``) are Fortran-ordered ``(n, n)`` arrays, so
   LAPACK reads them as stored.
 
-Every routine releases the GIL around its BLAS/LAPACK calls. ``precond_gram`` and
-``normal_matvec`` run their own OpenMP loop over fixed row blocks and call single-threaded
-BLAS inside it (the caller wraps them in ``blas_single_thread``). The rows are cut into a
+Every routine releases the GIL around its BLAS/LAPACK calls. The passes over tall matrices
+(``precond_gram``, ``gather_times``, ``gram_upper``, ``trsm/trmm_right_upper``,
+``normal_matvec``) run their own OpenMP loop over fixed row blocks and call single-threaded
+BLAS inside it (the caller wraps them in ``blas_single_thread``): OpenBLAS' worker threads
+busy-wait for a while after each threaded call, and any that spin during one of our OpenMP
+regions halve its speed on a 2-core machine, so a factorization never mixes the two pools. The rows are cut into a
 fixed number of chunks (not one per thread), each with its own partial sum, reduced in chunk
 order: results are bit-identical for any thread count.
 """
@@ -193,22 +196,26 @@ def gather_times(const floating[:, :] A, const Py_ssize_t[::1] J, const floating
 
 
 def gram_upper(const floating[:, :] X, floating[::1, :] G):
-    """``G = upper(X^T X)`` for a C- or Fortran-contiguous ``(m, r)`` X (one xSYRK, BLAS
-    threads).
+    """``G = upper(X^T X)`` for a C- or Fortran-contiguous ``(m, r)`` X.
+
+    Rows are cut into ``NCHUNK`` chunks, each reduced by one single-threaded xSYRK into its
+    own partial sum on an OpenMP thread, then summed in chunk order. Must run under
+    ``blas_single_thread``.
 
     Raises
     ------
     ValueError
         X is neither C- nor Fortran-contiguous.
     """
-    cdef int m = X.shape[0], r = X.shape[1]
+    cdef Py_ssize_t m = X.shape[0], r = X.shape[1]
+    cdef Py_ssize_t nblocks = (m + ROW_BLOCK - 1) // ROW_BLOCK
+    cdef Py_ssize_t nchunks = min(<Py_ssize_t>NCHUNK, nblocks)
+    cdef Py_ssize_t c, i0, i1, i, j
     cdef floating one = 1
-    cdef floating zero = 0
+    cdef floating* Gt
     cdef bint c_order
-    if r == 0:
-        return
-    if m == 0:
-        G[:, :] = 0
+    G[:, :] = 0
+    if r == 0 or m == 0:
         return
     if X.strides[1] == sizeof(floating) and X.strides[0] == r * sizeof(floating):
         c_order = True
@@ -216,31 +223,60 @@ def gram_upper(const floating[:, :] X, floating[::1, :] G):
         c_order = False
     else:
         raise ValueError("gram_upper: X must be C- or Fortran-contiguous")
+    Gt = <floating*>calloc(<size_t>(nchunks * r * r), sizeof(floating))
+    if Gt == NULL:
+        raise MemoryError()
     with nogil:
-        if c_order:   # column-major X^T (r x m): G = X^T (X^T)^T
-            syrk_cm(c'U', c'N', r, m, one, &X[0, 0], r, zero, &G[0, 0], r)
-        else:         # column-major X (m x r): G = X^T X
-            syrk_cm(c'U', c'T', r, m, one, &X[0, 0], m, zero, &G[0, 0], r)
+        for c in prange(nchunks, schedule="static", chunksize=1):
+            i0 = (c * nblocks // nchunks) * ROW_BLOCK
+            i1 = min(((c + 1) * nblocks // nchunks) * ROW_BLOCK, m)
+            if c_order:   # rows i0..i1 are the column-major r x (i1-i0) matrix X_c^T
+                syrk_cm(c'U', c'N', <int>r, <int>(i1 - i0), one, &X[i0, 0], <int>r, one,
+                        &Gt[c * r * r], <int>r)
+            else:
+                syrk_cm(c'U', c'T', <int>r, <int>(i1 - i0), one, &X[i0, 0], <int>m, one,
+                        &Gt[c * r * r], <int>r)
+        for c in range(nchunks):
+            for j in range(r):
+                for i in range(j + 1):
+                    G[i, j] += Gt[c * r * r + j * r + i]
+    free(Gt)
 
 
 def trsm_right_upper(floating[::1, :] X, const floating[::1, :] R):
-    """``X <- X @ inv(R)`` in place for Fortran-ordered ``(m, r)`` X, upper-triangular R."""
-    cdef int m = X.shape[0], r = X.shape[1]
+    """``X <- X @ inv(R)`` in place for Fortran-ordered ``(m, r)`` X, upper-triangular R
+    (single-threaded xTRSM per row block on OpenMP threads; run under
+    ``blas_single_thread``)."""
+    cdef Py_ssize_t m = X.shape[0], r = X.shape[1]
+    cdef Py_ssize_t nblocks = (m + ROW_BLOCK - 1) // ROW_BLOCK
+    cdef Py_ssize_t b, i0, nb
     cdef floating one = 1
     if m == 0 or r == 0:
         return
     with nogil:
-        trsm_cm(c'R', c'U', c'N', c'N', m, r, one, &R[0, 0], r, &X[0, 0], m)
+        for b in prange(nblocks, schedule="static"):
+            i0 = b * ROW_BLOCK
+            nb = min(<Py_ssize_t>ROW_BLOCK, m - i0)
+            trsm_cm(c'R', c'U', c'N', c'N', <int>nb, <int>r, one, &R[0, 0], <int>r,
+                    &X[i0, 0], <int>m)
 
 
 def trmm_right_upper(floating[::1, :] X, const floating[::1, :] T):
-    """``X <- X @ T`` in place for Fortran-ordered ``(m, r)`` X, upper-triangular T."""
-    cdef int m = X.shape[0], r = X.shape[1]
+    """``X <- X @ T`` in place for Fortran-ordered ``(m, r)`` X, upper-triangular T
+    (single-threaded xTRMM per row block on OpenMP threads; run under
+    ``blas_single_thread``)."""
+    cdef Py_ssize_t m = X.shape[0], r = X.shape[1]
+    cdef Py_ssize_t nblocks = (m + ROW_BLOCK - 1) // ROW_BLOCK
+    cdef Py_ssize_t b, i0, nb
     cdef floating one = 1
     if m == 0 or r == 0:
         return
     with nogil:
-        trmm_cm(c'R', c'U', c'N', c'N', m, r, one, &T[0, 0], r, &X[0, 0], m)
+        for b in prange(nblocks, schedule="static"):
+            i0 = b * ROW_BLOCK
+            nb = min(<Py_ssize_t>ROW_BLOCK, m - i0)
+            trmm_cm(c'R', c'U', c'N', c'N', <int>nb, <int>r, one, &T[0, 0], <int>r,
+                    &X[i0, 0], <int>m)
 
 
 def normal_matvec(const floating[:, ::1] A, const floating[:, ::1] P, floating[:, ::1] Q,

@@ -111,9 +111,19 @@ def cqrrpt(A, gamma=1.25, seed=None, sketch="sparse_sign", *, rtol=None):
     rtol = (max(min(d, m), n) * eps if rtol is None
             else check_positive_float(rtol, "rtol", maximum=1.0))
 
+    # Everything below runs OpenMP kernels with single-threaded BLAS inside, and small LAPACK
+    # calls: keeping OpenBLAS single-threaded throughout stops its busy-waiting workers from
+    # competing with our OpenMP threads (see _qr.pyx).
+    with blas_single_thread():
+        return _factor(backend, A, SA, rtol, seed)
+
+
+def _factor(backend, A, SA, rtol, seed):
+    """Steps 2-6 of :func:`cqrrpt` on the sketch ``SA``."""
+    m, n = A.shape
+    dtype = A.dtype
     B = np.array(SA, dtype=dtype, order="F", copy=True)
-    with blas_single_thread():  # small and latency-bound: threads only add contention
-        J = backend.geqp3_inplace(B)
+    J = backend.geqp3_inplace(B)
     Rs = np.triu(B[:min(B.shape), :])
     r = rank_from_diagonal(Rs, rtol)
     if r == 0:
@@ -145,14 +155,15 @@ def cqrrpt(A, gamma=1.25, seed=None, sketch="sparse_sign", *, rtol=None):
 def _direct(backend, A, J1, seed):
     """Cholesky QR of ``A[:, J1]`` straight from ``A^T A`` when that is accurate enough.
 
-    Costs two passes (syrk, gather + trsm) instead of three. Its orthogonality loss is
+    Costs two passes (syrk, gather + triangular multiply) instead of three. Its orthogonality loss is
     ``eps cond(A[:, J1])^2``, known exactly afterwards from R; returns None (and the caller
     preconditions) when that exceeds the ``REORTH_UNITS`` budget or the Cholesky fails.
     """
     dtype = A.dtype
     m, n = A.shape
     r = len(J1)
-    Ac = A if (isinstance(A, np.ndarray) and A.flags.c_contiguous) else np.ascontiguousarray(A)
+    contiguous = A.flags.c_contiguous or A.flags.f_contiguous
+    Ac = A if contiguous else np.ascontiguousarray(A)
     G = np.empty((n, n), dtype=dtype, order="F")
     backend.gram_upper(Ac, G)
     G = np.triu(G)
@@ -174,8 +185,7 @@ def _direct(backend, A, J1, seed):
         return None
     T = np.asfortranarray(_inv_upper(Rs_) / D[:, None])   # inv(Rs_ D) = D^-1 inv(Rs_)
     X = np.empty((m, r), dtype=dtype, order="F")
-    with blas_single_thread():
-        backend.gather_times(A, np.ascontiguousarray(J1), T, X)
+    backend.gather_times(A, np.ascontiguousarray(J1), T, X)
     return X, np.triu(Rs_ * D[None, :]), None, r
 
 
@@ -199,8 +209,7 @@ def _preconditioned(backend, A, J, Rs, r, seed):
         R11 = np.asfortranarray(Rs[:r, :r])
         X = np.empty((m, r), dtype=dtype, order="F")
         G = np.empty((r, r), dtype=dtype, order="F")
-        with blas_single_thread():
-            backend.precond_gram(A, np.ascontiguousarray(J[:r]), R11, X, G)
+        backend.precond_gram(A, np.ascontiguousarray(J[:r]), R11, X, G)
         info = backend.potrf_upper(G)
         if info == 0:
             break

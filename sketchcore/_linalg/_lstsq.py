@@ -1,4 +1,5 @@
 """Overdetermined least squares by sketch-and-precondition (Blendenpik / LSRN style)."""
+import contextlib
 import dataclasses
 import math
 
@@ -177,7 +178,12 @@ def lstsq(A, b, tol=1e-10, seed=None, *, sketch="sparse_sign", sketch_size=None,
     SAJ = np.asarray(SA)[:, Jr]
     z0 = solve_triangular(R, SAJ.T @ np.asarray(Sb), trans="T", check_finite=False)
 
-    z, stats = _lsqr_preconditioned(A, B2, R, Jr, z0, tol_used, max_iter, d, eps, 1.0 / smin)
+    ops = _Normal(A, Jr, n)
+    # With the fused kernel every pass over A is an OpenMP loop: keep OpenBLAS on one thread
+    # for the whole solve so that its busy-waiting workers never compete with it.
+    with (blas_single_thread() if ops.fused else contextlib.nullcontext()):
+        z, stats = _lsqr_preconditioned(ops, B2, R, z0, tol_used, max_iter, d, eps,
+                                        1.0 / smin)
     x[Jr, :] = solve_triangular(R, z, check_finite=False)
     it, conv, err, rnorm, arnorm = stats
     info = LstsqInfo(it, _shape(conv, vector), _shape(err, vector), _shape(rnorm, vector),
@@ -209,7 +215,7 @@ class _Normal:
             Q = np.empty((self.A.shape[0], P.shape[1]), dtype=self.A.dtype)
             W = np.empty_like(P)
             from sketchcore import _cpu
-            with _common_single_thread():
+            with blas_single_thread():
                 _cpu.normal_matvec(self.A, P, Q, W)
         else:
             Q = self.A @ P
@@ -220,20 +226,13 @@ class _Normal:
         return (self.A.T @ U)[self.J, :]
 
 
-def _common_single_thread():
-    return blas_single_thread()
-
-
-def _lsqr_preconditioned(A, Bm, R, J, z0, tol, max_iter, d, eps, rinv_norm):
+def _lsqr_preconditioned(ops, Bm, R, z0, tol, max_iter, d, eps, rinv_norm):
     """LSQR (Paige & Saunders 1982) on ``M = A[:, J] R^-1``, all columns of Bm at once.
 
     ``rinv_norm`` is ``||R^-1||_2``, which turns the bound on ``z`` into one on ``x``."""
     from scipy.linalg import solve_triangular
-    m, n = A.shape
     r = R.shape[0]
-    kc = Bm.shape[1]
-    dtype = A.dtype
-    ops = _Normal(A, J, n)
+    dtype = ops.A.dtype
     Bm = np.asarray(Bm)
 
     def apply_Rinv(Y):

@@ -1,5 +1,10 @@
 """Randomized SVD: fixed rank (Halko, Martinsson, Tropp 2011, with power iterations) and
-fixed accuracy (blocked randQB_EI of Yu, Gu, Li 2018)."""
+fixed accuracy (blocked randQB_EI of Yu, Gu, Li 2018).
+
+The products with ``A`` run on all BLAS threads; the factorizations of the thin blocks (LU,
+QR, the small SVD) run on one: they are latency-bound, and a threaded OpenBLAS spinning on a
+shared machine makes them 10-100x slower than one thread does.
+"""
 import math
 import warnings
 
@@ -8,7 +13,8 @@ import numpy as np
 from sketchcore._backend import check_size, xp_of
 from sketchcore.random import resolve_seed, gaussian, make_stream
 from sketchcore._linalg._common import (check_matrix, check_positive_float, make_sketch,
-                                        check_sketch_kind, check_finite_via)
+                                        check_sketch_kind, check_finite_via,
+                                        blas_single_thread, extreme_singular_values_upper)
 
 __all__ = ["rsvd", "range_finder", "RankWarning"]
 
@@ -23,7 +29,11 @@ class RankWarning(UserWarning):
 
 def _orth_qr(Y):
     """Orthonormal basis of the columns of Y (Householder QR, reduced)."""
-    return xp_of(Y).linalg.qr(Y, mode="reduced")[0]
+    xp = xp_of(Y)
+    if xp is np:
+        with blas_single_thread():
+            return np.linalg.qr(Y, mode="reduced")[0]
+    return xp.linalg.qr(Y, mode="reduced")[0]
 
 
 def _orth_lu(Y):
@@ -31,7 +41,8 @@ def _orth_lu(Y):
     a QR, enough between power steps where only the subspace matters."""
     if xp_of(Y) is np:
         from scipy.linalg import lu
-        return lu(Y, permute_l=True, check_finite=False)[0]
+        with blas_single_thread():
+            return lu(Y, permute_l=True, check_finite=False)[0]
     return _orth_qr(Y)
 
 
@@ -73,12 +84,46 @@ def range_finder(A, size, n_iter=2, seed=None, sketch="gaussian"):
 
 def _range(A, size, n_iter, seed, sketch):
     S = make_sketch(sketch, size, A.shape[1], seed, A.dtype)
-    Y = A @ S.T
+    if sketch in ("gaussian", "sign") and xp_of(A) is np:
+        # A dense test matrix of `size` rows is no bigger than Y: materialise it and let one
+        # threaded gemm do the product (same entries as S @ ..., by the operator contract).
+        Y = A @ S.to_dense().astype(A.dtype, copy=False).T
+    else:
+        Y = A @ S.T
     check_finite_via(Y, A=A)
     for _ in range(n_iter):
         Z = _orth_lu(A.T @ _orth_lu(Y))
         Y = A @ Z
-    return _orth_qr(Y)
+    return _orth_final(Y)
+
+
+def _orth_final(Y):
+    """Orthonormal basis of range(Y): CholeskyQR2 (two BLAS-3 passes) when the Gram matrix is
+    safely positive definite, Householder QR otherwise (rank-deficient or ill-conditioned Y).
+
+    CholeskyQR2 is orthogonal to working precision when ``eps cond(Y)^2 << 1``; we require
+    ``cond(R_1)^2 eps <= 1e-6`` after the first pass (R_1 its triangular factor)."""
+    if xp_of(Y) is not np:
+        return _orth_qr(Y)
+    from scipy.linalg import cholesky, solve_triangular, LinAlgError
+    eps = float(np.finfo(Y.dtype).eps)
+    Q = Y
+    for step in range(2):
+        G = Q.T @ Q
+        try:
+            with blas_single_thread():
+                R = cholesky(G, lower=False, check_finite=False)
+        except LinAlgError:
+            return _orth_qr(Y)
+        d = np.abs(np.diagonal(R))
+        if not np.isfinite(R).all() or d.min() <= 0:
+            return _orth_qr(Y)
+        if step == 0:
+            smax, smin = extreme_singular_values_upper(R)
+            if smin == 0 or (smax / smin) ** 2 * eps > 1e-6:
+                return _orth_qr(Y)
+        Q = solve_triangular(R, Q.T, trans="T", check_finite=False).T
+    return np.ascontiguousarray(Q)
 
 
 def rsvd(A, k=None, oversample=10, n_iter=2, seed=None, sketch="gaussian", *, tol=None,
@@ -170,7 +215,8 @@ def _svd_small(B):
     xp = xp_of(B)
     if xp is np:
         from scipy.linalg import svd
-        return svd(B, full_matrices=False, check_finite=False)
+        with blas_single_thread():
+            return svd(B, full_matrices=False, check_finite=False)
     return xp.linalg.svd(B, full_matrices=False)
 
 

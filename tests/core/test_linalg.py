@@ -291,6 +291,23 @@ def test_rsvd_adaptive_max_rank_warns():
     assert len(S) == 20
 
 
+@given(m=st.integers(1, 120), n=st.integers(1, 120), rank=st.integers(1, 6),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 1000),
+       sketch=st.sampled_from(["gaussian", "sparse_sign", "srht"]))
+def test_rsvd_hypothesis_exact_rank(m, n, rank, dtype, seed, sketch):
+    rng = np.random.default_rng(seed)
+    rank = min(rank, m, n)
+    A = (rng.standard_normal((m, rank)) @ rng.standard_normal((rank, n))).astype(dtype)
+    k = min(rank + 1, m, n)
+    U, S, Vt = L.rsvd(A, k, seed=seed, sketch=sketch)
+    assert U.shape == (m, k) and S.shape == (k,) and Vt.shape == (k, n)
+    assert U.dtype == S.dtype == Vt.dtype == dtype
+    A64 = A.astype(np.float64)
+    err = np.linalg.norm(A64 - (U.astype(np.float64) * S) @ Vt) / np.linalg.norm(A64)
+    # rank-r input, k >= r: exact up to rounding, O(sqrt(m n) eps) (x cond of the factors)
+    assert err < 1e3 * np.sqrt(m * n) * EPS[dtype]
+
+
 def test_range_finder_orthonormal():
     A, _ = _decaying(300, 200, _rng(28))
     Q = L.range_finder(A, 15, seed=0)
