@@ -6,34 +6,23 @@ import time
 __all__ = ["main"]
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _int_in(low, high, expected, out_of_range=None):
+    """argparse type: an integer in [low, high); the messages name what was expected."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not low <= value < high:
+            raise argparse.ArgumentTypeError(
+                f"{out_of_range or 'expected ' + expected}, got {value}")
+        return value
+    return parse
 
 
-def _non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
-
-
-def _seed(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
-    if not 0 <= value < 2 ** 63:
-        raise argparse.ArgumentTypeError(f"seed must be in [0, 2**63), got {value}")
-    return value
+_positive_int = _int_in(1, float("inf"), "a positive integer")
+_non_negative_int = _int_in(0, float("inf"), "an integer >= 0")
+_seed = _int_in(0, 2 ** 63, "an integer seed", "seed must be in [0, 2**63)")
 
 
 def build_parser():

@@ -1,42 +1,21 @@
 """Tests of ``sketchcore_torch.builders``: the tutorial's blocks as library classes."""
-import importlib
-import pathlib
-import sys
 import warnings
 
 import pytest
 import torch
 import torch.nn as nn
-from threadpoolctl import threadpool_limits
 
 import sketchcore_torch as pr
+from _tutorial import example
 from sketchcore_torch.builders import (SketchedMLP, SketchedMultiHeadAttention,
                                        SketchedResidualBlock, SketchedTransformerBlock,
                                        StandardMLP, default_schedules)
 
 SKLinear = pr.nn.SKLinear
-EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
 
 # The tutorial's defaults knowingly build layers larger than their dense twins.
-pytestmark = pytest.mark.filterwarnings("ignore:SKLinear.*more than:UserWarning")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The CI machine's two cores are shared by several jobs: intra-op threads waiting on each
-    # other for a core made these small models 10-40x slower, so they run single-threaded.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(old)
-
-
-def example(name):
-    """Import a tutorial example module from examples/."""
-    if str(EXAMPLES) not in sys.path:
-        sys.path.insert(0, str(EXAMPLES))
-    return importlib.import_module(name)
+pytestmark = [pytest.mark.filterwarnings("ignore:SKLinear.*more than:UserWarning"),
+              pytest.mark.usefixtures("one_thread")]
 
 
 def sklinears(module):

@@ -4,42 +4,22 @@ Every example keeps the tutorial's code with ``import sketchcore_torch as pr``; 
 check that each model trains (finite, decreasing losses), has the right output shapes, and
 that the tutorial bugs fixed in the examples stay fixed.
 """
-import importlib
 import math
-import pathlib
 import subprocess
 import sys
 
 import pytest
 import torch
 import torch.nn as nn
-from threadpoolctl import threadpool_limits
 
 import sketchcore_torch as pr
+from _tutorial import EXAMPLES, example
 
-EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
 EXAMPLE_NAMES = sorted(p.stem for p in EXAMPLES.glob("*.py") if not p.stem.startswith("_"))
 
 # The tutorial's models knowingly contain layers larger than their dense twins.
-pytestmark = pytest.mark.filterwarnings("ignore:SKLinear.*more than:UserWarning")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The CI machine's two cores are shared by several jobs: intra-op threads waiting on each
-    # other for a core made these small models 10-40x slower, so they run single-threaded.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(old)
-
-
-def example(name):
-    """Import a tutorial example module from examples/."""
-    if str(EXAMPLES) not in sys.path:
-        sys.path.insert(0, str(EXAMPLES))
-    return importlib.import_module(name)
+pytestmark = [pytest.mark.filterwarnings("ignore:SKLinear.*more than:UserWarning"),
+              pytest.mark.usefixtures("one_thread")]
 
 
 def finite(values):
