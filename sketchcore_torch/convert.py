@@ -25,6 +25,7 @@ from typing import List, Optional
 
 import torch.nn as nn
 
+from sketchcore._backend import check_size
 from sketchcore.random import make_stream, random_words, resolve_seed
 
 __all__ = ["LayerReport", "SketchReport", "sketch_model", "layer_seeds", "sketched_param_count"]
@@ -63,8 +64,8 @@ def layer_seeds(seed, count, offset=0):
     if seed is None:
         raise TypeError("seed must be an integer to derive layer seeds, got None")
     seed = resolve_seed(seed)
-    count = _check_int(count, "count", minimum=0)
-    offset = _check_int(offset, "offset", minimum=0)
+    count = check_size(count, "count", minimum=0)
+    offset = check_size(offset, "offset", minimum=0)
     seeds = []
     for j in range(count):
         lo, hi = random_words(seed, make_stream("user", term=offset + j, role=_SEED_ROLE), 0, 2)
@@ -273,7 +274,7 @@ def sketch_model(model, num_terms, low_rank, include=None, exclude=None, min_fea
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     _check_size_arg(num_terms, "num_terms")
     _check_size_arg(low_rank, "low_rank")
-    min_features = _check_int(min_features, "min_features", minimum=0)
+    min_features = check_size(min_features, "min_features", minimum=0)
     for flag, name in ((inplace, "inplace"), (force, "force")):
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
@@ -357,19 +358,10 @@ def _count_params(module):
     return sum(p.numel() for p in module.parameters())
 
 
-def _check_int(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
-    value = int(value)
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
 def _check_size_arg(value, name):
     if callable(value):
         return
-    _check_int(value, name, minimum=1)
+    check_size(value, name, minimum=1)
 
 
 def _resolve_size(value, name, layer_name, linear):

@@ -24,6 +24,8 @@ cimport numpy as cnp
 cimport openmp
 import numpy as np
 
+from sketchcore._cpu._contract import check_kernel_input as _check
+
 from sketchcore._cpu._philox cimport sk_fill_run
 from sketchcore._cpu._blas cimport gemm_rm
 from sketchcore._cpu._threads import blas_single_thread
@@ -172,14 +174,6 @@ def _apply(int kind, a, Py_ssize_t d, uint64_t seed, uint64_t stream, bint right
                 _run[double](kind, seed, stream, &a64[0, 0], a64.shape[1], &o64[0, 0],
                              &p64[0], d, m, n, right, scale, tile, parts, ncb, nthreads)
     return out
-
-
-def _check(a, str name):
-    if not isinstance(a, np.ndarray) or a.ndim != 2 or a.dtype not in (np.float32, np.float64) \
-            or not a.flags.c_contiguous:
-        raise TypeError(f"{name} kernel needs a C-contiguous 2-D float32/float64 ndarray, got "
-                        f"{type(a).__name__} {getattr(a, 'dtype', '')} "
-                        f"{getattr(a, 'shape', '')}")
 
 
 def gaussian_left(A, Py_ssize_t d, uint64_t seed, uint64_t stream, Py_ssize_t tile=0):

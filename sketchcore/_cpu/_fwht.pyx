@@ -27,6 +27,8 @@ cimport numpy as cnp
 cimport openmp
 import numpy as np
 
+from sketchcore._cpu._contract import check_kernel_input as _check
+
 from sketchcore._cpu._philox cimport sk_fill_run
 
 cnp.import_array()
@@ -182,14 +184,6 @@ cdef void _srht(uint64_t seed, uint64_t stream, const real[:, ::1] a, const int6
                             yrow[c] += trow[c]
         free(tile)
         free(sg)
-
-
-def _check(a, str name):
-    if not isinstance(a, np.ndarray) or a.ndim != 2 or a.dtype not in (np.float32, np.float64) \
-            or not a.flags.c_contiguous:
-        raise TypeError(f"{name} kernel needs a C-contiguous 2-D float32/float64 ndarray, got "
-                        f"{type(a).__name__} {getattr(a, 'dtype', '')} "
-                        f"{getattr(a, 'shape', '')}")
 
 
 def _stripe(Py_ssize_t n):

@@ -26,6 +26,8 @@ cimport numpy as cnp
 cimport openmp
 import numpy as np
 
+from sketchcore._cpu._contract import check_kernel_input as _check
+
 from sketchcore._cpu._philox cimport sk_philox_soa, SK_NB
 
 cnp.import_array()
@@ -189,14 +191,6 @@ cdef void _right(uint64_t seed, uint64_t stream, Py_ssize_t d, Py_ssize_t nnz, c
         for r in range(min(<Py_ssize_t>ROW_BLOCK, n - i0)):
             for row in range(d):
                 out[(i0 + r) * d + row] = z[row * ROW_BLOCK + r]
-
-
-def _check(a, str name):
-    if not isinstance(a, np.ndarray) or a.ndim != 2 or a.dtype not in (np.float32, np.float64) \
-            or not a.flags.c_contiguous:
-        raise TypeError(f"{name} kernel needs a C-contiguous 2-D float32/float64 ndarray, got "
-                        f"{type(a).__name__} {getattr(a, 'dtype', '')} "
-                        f"{getattr(a, 'shape', '')}")
 
 
 def _apply(a, Py_ssize_t d, Py_ssize_t nnz, uint64_t seed, uint64_t stream, bint right):
