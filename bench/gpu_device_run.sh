@@ -17,5 +17,6 @@ for b in ${BENCHES:-operators_gpu sklinear_gpu linalg_gpu}; do
   [ -f "bench/$b.py" ] || continue
   timeout "${BENCH_TIMEOUT:-150}" python -m "bench.$b" 2>&1 | tee -a "$LOG" | tail -30
 done
+if [ -n "$EXTRA" ]; then eval "$EXTRA" 2>&1 | tee -a "$LOG" | grep -v Warning; fi
 if [ -n "$BREAKDOWN" ]; then timeout 120 python -m bench.sklinear_gpu --breakdown 2>&1 | tee -a "$LOG" | grep -v Warning; fi
 echo "total: $(( $(date +%s) - start )) s" | tee -a "$LOG"

@@ -43,5 +43,56 @@ def main():
     print(bench.write(dev))
 
 
+def breakdown(m=100_000, n=256):
+    """Wall time of each CQRRPT stage on the GPU (synchronised; printed)."""
+    import time
+    import cupy
+    import numpy as np
+    from sketchcore import _cpu
+    from sketchcore._cuda import _linalg
+    from sketchcore._linalg._common import make_sketch
+    A = cupy.random.default_rng(0).standard_normal((m, n), dtype=cupy.float32)
+    S = make_sketch("sparse_sign", int(np.ceil(1.25 * n)), m, 0, np.float32)
+
+    def timed(name, fn, reps=5):
+        fn()
+        cupy.cuda.Device().synchronize()
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            out = fn()
+        cupy.cuda.Device().synchronize()
+        print(f"cqrrpt stage {name:28s} {(time.perf_counter() - t0) / reps * 1e3:8.3f} ms",
+              flush=True)
+        return out
+
+    SA = timed("sketch S @ A", lambda: S @ A)
+    B = timed("copy sketch to host", lambda: np.asfortranarray(cupy.asnumpy(SA)))
+    J = timed("host geqp3", lambda: _cpu.geqp3_inplace(np.asfortranarray(B.copy())))
+    Bq = np.asfortranarray(B.copy())
+    J = _cpu.geqp3_inplace(Bq)
+    Rs = np.triu(Bq[:n, :])
+    Jd = cupy.asarray(J)
+    Ag = timed("gather A[:, J]", lambda: A[:, Jd])
+    X = timed("trsm (cupyx solve_triangular)", lambda: _linalg._solve_right_upper(Ag, Rs))
+    Rinv = np.linalg.inv(Rs).astype(np.float32)
+    Rd = cupy.asarray(Rinv)
+    timed("gemm with inverse", lambda: Ag @ Rd)
+    G = timed("gram X^T X", lambda: X.T @ X)
+    timed("gram to host + potrf", lambda: _cpu.potrf_upper(np.asfortranarray(cupy.asnumpy(G))))
+    timed("whole cqrrpt", lambda: _linalg.cqrrpt(A, seed=0))
+    import cProfile
+    import pstats
+    prof = cProfile.Profile()
+    prof.enable()
+    _linalg.cqrrpt(A, seed=0)
+    cupy.cuda.Device().synchronize()
+    prof.disable()
+    pstats.Stats(prof).sort_stats("tottime").print_stats(12)
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+    if "--breakdown" in sys.argv:
+        breakdown()
+    else:
+        main()

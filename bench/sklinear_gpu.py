@@ -5,10 +5,6 @@ Baselines in the same run: ``nn.Linear(8192, 8192)`` and the same factor math wr
 plain torch (``(x @ S1) @ U1 + (x @ U2) @ S2`` with autograd). Ours: the CUDA kernels called
 directly on DLPack views, and the ``sketchcore_torch`` layer when it runs on CUDA.
 """
-import os
-
-import numpy as np
-
 from bench.gpu_common import torch_time, GpuBench
 
 
@@ -63,6 +59,16 @@ def main():
             t = torch_time(kernels)
         bench.add(case, "sketchcore CUDA kernels", t, baseline="nn.Linear")
         bench.add(case, "sketchcore CUDA kernels ", t, baseline="plain torch factor math")
+        if dtype == torch.bfloat16:
+            from sketchcore._cuda import _linear
+            saved = _linear.HALF_PRODUCTS
+            _linear.HALF_PRODUCTS = "simt" if saved == "tensor_core" else "tensor_core"
+            with cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream):
+                t2 = torch_time(kernels)
+            bench.add(case, f"  kernels, 16-bit products={_linear.HALF_PRODUCTS}", t2,
+                      baseline="plain torch factor math")
+            _linear.HALF_PRODUCTS = saved
+            bench.notes.append(f"bfloat16 default 16-bit products: {saved}")
         try:
             import sketchcore_torch as pr
             layer = pr.nn.SKLinear(IN, OUT, L, k, device="cuda", dtype=dtype)

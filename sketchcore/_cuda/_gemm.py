@@ -3,7 +3,6 @@
 ``gemm(M, N, K, a, b, out, ...)`` computes ``out = alpha * A @ B (+ bias)`` where each operand
 is an ``Operand``: strided device memory, or a Gaussian/sign operator generated on the fly.
 """
-import math
 
 import numpy as np
 

@@ -16,6 +16,8 @@ __all__ = ["cqrrpt", "lstsq"]
 #: Second Cholesky QR pass when the first one's orthogonality bound eps * cond(Rc)^2 exceeds
 #: this many eps (the CPU path's REORTH_UNITS).
 REORTH_UNITS = 1000.0
+#: Safety factor on LAPACK's 1-norm condition estimate (pocon) in the direct path's check.
+POCON_MARGIN = 10.0
 
 
 def _solve_right_upper(Y, R):
@@ -26,10 +28,59 @@ def _solve_right_upper(Y, R):
     return cupy.ascontiguousarray(solve_triangular(Rd, Y.T, trans="T", lower=False).T)
 
 
+def _host_lapack():
+    """BLAS on one thread for the small host factorizations (as on the CPU path)."""
+    from sketchcore._cpu._threads import blas_single_thread
+    return blas_single_thread()
+
+
+def _inv_upper(R):
+    from scipy.linalg import solve_triangular
+    return np.triu(solve_triangular(R, np.eye(R.shape[0], dtype=R.dtype), check_finite=False))
+
+
+def _direct(A, J1):
+    """Cholesky QR of ``A[:, J1]`` from the Gram matrix of A (no gather pass), for a
+    well-conditioned ``A[:, J1]``: ``G = A^T A`` (one GEMM), equilibrated Cholesky on the host,
+    ``Q = A W`` with ``W[J1] = inv(R)`` (one GEMM). Returns None when the Cholesky fails or
+    ``cond(R)^2`` exceeds ``REORTH_UNITS`` (the caller then preconditions)."""
+    import cupy
+    from sketchcore import _cpu
+    n = A.shape[1]
+    G = cupy.asnumpy(A.T @ A).astype(np.float64)
+    GJ = G[np.ix_(J1, J1)]
+    D = np.sqrt(np.diagonal(GJ))
+    if not (np.all(D > 0) and np.isfinite(D).all()):
+        return None
+    Gs0 = GJ / D[:, None] / D[None, :]
+    anorm = float(np.abs(Gs0).sum(axis=0).max())
+    Gs = np.asfortranarray(Gs0)
+    with _host_lapack():
+        if _cpu.potrf_upper(Gs) != 0:
+            return None
+    Rs_ = np.triu(Gs)
+    # cond(Rs_)^2 = cond_2(Gs0) <= cond_1(Gs0), estimated by LAPACK's pocon in O(n^2) (the
+    # estimate is within a small factor of cond_1; POCON_MARGIN covers it), instead of the
+    # power/inverse iteration the preconditioned path uses.
+    from scipy.linalg.lapack import get_lapack_funcs
+    pocon, = get_lapack_funcs(("pocon",), (Rs_,))
+    rcond, info = pocon(Rs_, anorm)
+    if info != 0 or not rcond > 0 or 1.0 / rcond > REORTH_UNITS / POCON_MARGIN:
+        return None
+    W = np.zeros((n, len(J1)), dtype=np.float64)
+    W[J1, :] = _inv_upper(Rs_) / D[:, None]            # inv(Rs_ D) = D^-1 inv(Rs_)
+    X = A @ cupy.asarray(W.astype(A.dtype))
+    return X, np.triu(Rs_ * D[None, :])
+
+
 def cqrrpt(A, gamma=1.25, seed=None, sketch="sparse_sign", rtol=None):
     """CQRRPT for a CuPy matrix: ``A[:, J] = Q @ R`` with Q, R, J CuPy arrays.
 
-    Parameters and results as ``sketchcore.linalg.cqrrpt`` (which validates and calls this).
+    Parameters and results as ``sketchcore.linalg.cqrrpt`` (which calls this for CuPy
+    input). When ``A[:, J1]`` (column-equilibrated) is well conditioned, the Cholesky QR runs
+    straight from ``A^T A`` (two GEMMs over A); otherwise ``A[:, J1] Rs11^-1`` is formed with a
+    triangular solve (backward stable for any conditioning) and factored, with a second
+    pass when the first one's orthogonality bound asks for it.
     """
     import cupy
     from sketchcore import _cpu
@@ -57,34 +108,55 @@ def cqrrpt(A, gamma=1.25, seed=None, sketch="sparse_sign", rtol=None):
             raise ValueError("A must not contain NaN or infinity")
         raise ValueError("the sketch of the input overflowed: scale the input down "
                          "(input A is finite but too large)")
-    J = _cpu.geqp3_inplace(B)
+    with _host_lapack():
+        J = _cpu.geqp3_inplace(B)
     Rs = np.triu(B[:min(B.shape), :])
     r = rank_from_diagonal(Rs, rtol)
     empty = (cupy.zeros((m, 0), dtype), cupy.zeros((0, n), dtype), cupy.asarray(J))
     if r == 0:
         return empty
     Jd = cupy.asarray(J)
-    while True:
-        # Preconditioned matrix X = A[:, J1] Rs11^-1 (well conditioned: S embeds range(A)).
-        X = _solve_right_upper(A[:, Jd[:r]], Rs[:r, :r])
-        G = np.asfortranarray(cupy.asnumpy(X.T @ X))
-        info = _cpu.potrf_upper(G)
-        if info == 0:
-            break
-        r = info - 1            # the leading info-1 columns are independent, the rest not
-        if r == 0:
-            return empty
-    Rc = np.triu(G)
-    X = _solve_right_upper(X, Rc)
-    smax, smin = extreme_singular_values_upper(Rc, seed=seed)
-    if smin == 0 or (smax / smin) ** 2 > REORTH_UNITS:
-        G2 = np.asfortranarray(cupy.asnumpy(X.T @ X))
-        if _cpu.potrf_upper(G2) == 0:
-            R2 = np.triu(G2)
-            X = _solve_right_upper(X, R2)
-            Rc = R2 @ Rc
-    R = np.triu(Rc @ Rs[:r, :]).astype(dtype, copy=False)
-    return X, cupy.asarray(R), Jd
+    # The direct Cholesky QR is tried first: its own check (cond(R)^2 <= REORTH_UNITS, after
+    # column equilibration) decides, and a failure costs one Gram pass (a GEMM) on the GPU,
+    # less than estimating the sketch's condition number on the host beforehand.
+    out = _direct(A, J[:r])
+    if out is not None:
+        X, R1 = out
+        Rc = None
+    else:
+        while True:
+            # X = A[:, J1] Rs11^-1, well conditioned whatever cond(A) (S embeds range(A)).
+            X = _solve_right_upper(A[:, Jd[:r]], Rs[:r, :r])
+            G = np.asfortranarray(cupy.asnumpy(X.T @ X))
+            with _host_lapack():
+                info = _cpu.potrf_upper(G)
+            if info == 0:
+                break
+            r = info - 1        # the leading info-1 columns are independent, the rest not
+            if r == 0:
+                return empty
+        Rc = np.triu(G)
+        smax, smin = extreme_singular_values_upper(Rc, seed=seed)
+        if smin == 0 or (smax / smin) ** 2 > REORTH_UNITS:
+            X = _solve_right_upper(X, Rc)
+            G2 = np.asfortranarray(cupy.asnumpy(X.T @ X))
+            with _host_lapack():
+                ok = _cpu.potrf_upper(G2) == 0
+            if ok:
+                R2 = np.triu(G2)
+                X = _solve_right_upper(X, R2)
+                Rc = R2 @ Rc
+        else:   # Rc is well conditioned: multiplying by its inverse is accurate and fast
+            X = X @ cupy.asarray(_inv_upper(Rc).astype(dtype))
+        R1 = Rc @ Rs[:r, :r]
+    R = np.empty((r, n), dtype=np.float64)
+    R[:, :r] = R1
+    if r < n:
+        if Rc is None:
+            from scipy.linalg import solve_triangular
+            Rc = solve_triangular(Rs[:r, :r].T, R1.T, lower=True, check_finite=False).T
+        R[:, r:] = Rc @ Rs[:r, r:]
+    return X, cupy.asarray(np.triu(R).astype(dtype)), Jd
 
 
 def lstsq(cpu_lstsq, A, b, **kwargs):

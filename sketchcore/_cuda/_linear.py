@@ -16,7 +16,14 @@ from sketchcore._cuda._gemm import Operand, gemm
 from sketchcore._cuda._loader import launch, grid_size
 from sketchcore._cuda._common import ctype_of, acc_dtype, i32, i64, NULL
 
-__all__ = ["sketched_linear_forward", "sketched_linear_backward"]
+__all__ = ["sketched_linear_forward", "sketched_linear_backward", "HALF_PRODUCTS"]
+
+#: Products of 16-bit layers: "tensor_core" (cuBLAS, 16-bit operands, float32 accumulation;
+#: see ``_tensorcore``) or "simt" (gemm.cu: the 16-bit activation against float32 factors and
+#: float32 intermediates, float32 FMA). Chosen by measurement (bench/sklinear_gpu.py): on an
+#: H200, SKLinear(8192, 8192, 1, 16) fwd+bwd on 4096 bfloat16 tokens took 0.75 ms with
+#: "simt" and 1.00 ms with "tensor_core" (cuBLAS is slow on these 32-wide products).
+HALF_PRODUCTS = "simt"
 
 
 def _stacks(S1s, S2s, U1s, U2s, fct, acc, acc_np):
@@ -76,6 +83,10 @@ def sketched_linear_forward(x, S1s, S2s, U1s, U2s, bias=None, storage=None):
     """
     import cupy
     xct, fct, acc, acc_np = _types(x, S1s, storage)
+    if xct in ("sc_half", "sc_bf16") and HALF_PRODUCTS == "tensor_core":
+        return _tc_forward(cupy.ascontiguousarray(x), *(cupy.ascontiguousarray(a) for a in
+                                                        (S1s, S2s, U1s, U2s)),
+                           None if bias is None else cupy.ascontiguousarray(bias), xct, fct)
     n, m = x.shape
     L, _, k = S1s.shape
     o = S2s.shape[2]
@@ -97,11 +108,16 @@ def sketched_linear_backward(g, x, hidden, S1s, S2s, U1s, U2s, has_bias, need_x=
 
     ``hidden`` is the forward's second result or None (then recomputed: one more pass
     over x). Gradients not asked for (``need_x``, ``need_weights``, ``has_bias``) are None
-    and cost nothing. Factor gradients come back in the factors' dtype, grad_x and
-    grad_bias in x's.
+    and cost nothing. grad_x comes back in x's dtype; the parameter gradients (factors and
+    bias) in the factors' dtype (float32 factors under 16-bit activations keep float32
+    gradients).
     """
     import cupy
     xct, fct, acc, acc_np = _types(x, S1s, storage)
+    if xct in ("sc_half", "sc_bf16") and HALF_PRODUCTS == "tensor_core":
+        return _tc_backward(cupy.ascontiguousarray(g), cupy.ascontiguousarray(x), hidden,
+                            *(cupy.ascontiguousarray(a) for a in (S1s, S2s, U1s, U2s)),
+                            has_bias, need_x, need_weights, xct, fct)
     n, m = x.shape
     L, _, k = S1s.shape
     o = S2s.shape[2]
@@ -148,5 +164,116 @@ def sketched_linear_backward(g, x, hidden, S1s, S2s, U1s, U2s, has_bias, need_x=
         rows = 256
         launch(f"sc_colsum<{xct}, {acc}>", (-(-o // 256), -(-n // rows)), (256,),
                (i64(n), i64(o), g, i64(o), gb_acc, i64(rows)))
-        gb = _convert(gb_acc, xct, acc, x.dtype)
+        gb = _convert(gb_acc, fct, acc, S1s.dtype)   # a parameter's gradient: factor dtype
+    return gx, gS1, gS2, gb
+
+
+# ----------------------------------------------------------- 16-bit layers on tensor cores
+def _bits_of(value, xct):
+    """The 16-bit pattern of a small exact constant in the activation's type."""
+    if xct == "sc_bf16":
+        return int(np.float32(value).view(np.uint32) >> 16)
+    return int(np.float16(value).view(np.uint16))
+
+
+def _round16(W, rows, cols, ldw, out, ldo, xct):
+    """float32 (rows, cols) -> the 16-bit type, rounded to nearest even."""
+    launch(f"sc_gemm_finalize<{xct}, float>", (grid_size(rows * cols),), (256,),
+           (i64(rows), i64(cols), W, i64(ldw), out, i64(ldo), NULL))
+
+
+def _tc_stacks(S1s, S2s, U1s, U2s, bias, fct, xct, xdtype):
+    """A16 = [S1s | U2s] (m, 2K) and Bext = [U1s ; S2s ; bias] (2K+1, o) in x's 16-bit type."""
+    import cupy
+    L, m, k = S1s.shape
+    o = S2s.shape[2]
+    K = L * k
+    A32, B32 = _stacks(S1s, S2s, U1s, U2s, fct, "float", np.float32)
+    A16 = cupy.empty((m, 2 * K), dtype=xdtype)
+    _round16(A32, m, 2 * K, 2 * K, A16, 2 * K, xct)
+    B16 = cupy.empty((2 * K + 1, o), dtype=xdtype)
+    _round16(B32, 2 * K, o, o, B16, o, xct)
+    if bias is not None:
+        B16[2 * K] = bias.view(xdtype) if bias.dtype != xdtype else bias
+    else:
+        B16[2 * K] = 0
+    return A16, B16
+
+
+def _tc_hidden16(hidden, n, K2, L, xct, xdtype):
+    """[round16(hidden), 2L] (n, 2K+1) in rows of 16-byte multiples (tensor-core loads);
+    the constant column carries the bias row. Returns (array, leading dimension)."""
+    import cupy
+    ld = -(-(K2 + 1) // 8) * 8
+    H16 = cupy.empty((n, ld), dtype=xdtype)
+    _round16(hidden, n, K2, K2, H16, ld, xct)
+    H16[:, K2] = cupy.asarray(_bits_of(2 * L, xct), dtype=np.uint16).view(xdtype)
+    return H16, ld
+
+
+def _tc_forward(x, S1s, S2s, U1s, U2s, bias, xct, fct):
+    import cupy
+    from sketchcore._cuda._tensorcore import Mat, gemm_rm
+    n, m = x.shape
+    L, _, k = S1s.shape
+    o = S2s.shape[2]
+    K2 = 2 * L * k
+    A16, B16 = _tc_stacks(S1s, S2s, U1s, U2s, bias, fct, xct, x.dtype)
+    hidden = cupy.empty((n, K2), dtype=np.float32)
+    gemm_rm(Mat(hidden.data.ptr, "float", n, K2, K2), Mat(x.data.ptr, xct, n, m, m),
+            Mat(A16.data.ptr, xct, m, K2, K2))
+    H16, ldh = _tc_hidden16(hidden, n, K2, L, xct, x.dtype)
+    y = cupy.empty((n, o), dtype=x.dtype)
+    gemm_rm(Mat(y.data.ptr, xct, n, o, o), Mat(H16.data.ptr, xct, n, K2 + 1, ldh),
+            Mat(B16.data.ptr, xct, K2 + 1, o, o), alpha=1.0 / (2 * L))
+    return y, hidden
+
+
+def _tc_backward(g, x, hidden, S1s, S2s, U1s, U2s, has_bias, need_x, need_weights, xct, fct):
+    import cupy
+    from sketchcore._cuda._tensorcore import Mat, gemm_rm
+    n, m = x.shape
+    L, _, k = S1s.shape
+    o = S2s.shape[2]
+    K = L * k
+    K2 = 2 * K
+    c = 1.0 / (2 * L)
+    gx = gS1 = gS2 = gb = None
+    it = np.dtype(x.dtype).itemsize
+    if need_x or need_weights:
+        A16, B16 = _tc_stacks(S1s, S2s, U1s, U2s, None, fct, xct, x.dtype)
+        G = cupy.empty((n, K2), dtype=np.float32)        # g B^T
+        gemm_rm(Mat(G.data.ptr, "float", n, K2, K2), Mat(g.data.ptr, xct, n, o, o),
+                Mat(B16.data.ptr, xct, o, K2, o, t=True))
+        G16 = cupy.empty((n, K2), dtype=x.dtype)
+        _round16(G, n, K2, K2, G16, K2, xct)
+    if need_x:
+        gx = cupy.empty((n, m), dtype=x.dtype)
+        gemm_rm(Mat(gx.data.ptr, xct, n, m, m), Mat(G16.data.ptr, xct, n, K2, K2),
+                Mat(A16.data.ptr, xct, K2, m, K2, t=True), alpha=c)
+    if need_weights:
+        if hidden is None:
+            hidden = cupy.empty((n, K2), dtype=np.float32)
+            gemm_rm(Mat(hidden.data.ptr, "float", n, K2, K2), Mat(x.data.ptr, xct, n, m, m),
+                    Mat(A16.data.ptr, xct, m, K2, K2))
+        H16 = cupy.empty((n, K2), dtype=x.dtype)
+        _round16(cupy.ascontiguousarray(hidden, dtype=np.float32), n, K2, K2, H16, K2, xct)
+        g1 = cupy.empty((m, K), dtype=np.float32)         # c x^T G[:, :K]
+        gemm_rm(Mat(g1.data.ptr, "float", m, K, K), Mat(x.data.ptr, xct, m, n, m, t=True),
+                Mat(G16.data.ptr, xct, n, K, K2), alpha=c)
+        g2 = cupy.empty((K, o), dtype=np.float32)         # c hidden[:, K:]^T g
+        gemm_rm(Mat(g2.data.ptr, "float", K, o, o),
+                Mat(H16.data.ptr + K * it, xct, K, n, K2, t=True),
+                Mat(g.data.ptr, xct, n, o, o), alpha=c)
+        out1 = cupy.empty(S1s.shape, dtype=S1s.dtype)
+        launch(f"sc_unstack_s1<{fct}, float>", (grid_size(m * K),), (256,),
+               (g1, i32(L), i64(m), i32(k), out1))
+        gS1 = out1
+        gS2 = _convert(g2.reshape(L, k, o), fct, "float", S1s.dtype)
+    if has_bias:
+        gb_acc = cupy.zeros(o, dtype=np.float32)
+        rows = 256
+        launch(f"sc_colsum<{xct}, float>", (-(-o // 256), -(-n // rows)), (256,),
+               (i64(n), i64(o), g, i64(o), gb_acc, i64(rows)))
+        gb = _convert(gb_acc, fct, "float", S1s.dtype)
     return gx, gS1, gS2, gb

@@ -85,6 +85,12 @@ def sparse_sign_right(A, d, nnz, seed, stream):
     A = require_cupy_2d(A, "A")
     d, nnz = _check(d, nnz)
     n, m = A.shape
+    if (LEFT_METHOD == "red" and A.dtype == cupy.float32 and n % 4 == 0 and m and n):
+        # A transposed copy (one pass over A) lets the row-per-warp reduction kernel run
+        # on contiguous rows instead of the strided shared-memory kernel (timed against a
+        # device copy in bench/operators_gpu.py, "CountSketch right").
+        Yt = sparse_sign_left(cupy.ascontiguousarray(A.T), d, nnz, seed, stream)
+        return cupy.ascontiguousarray(Yt.T)
     Y = cupy.zeros((n, d), dtype=A.dtype)
     if m and n:   # Y.T = S @ A.T through strides: A.T's (j, c) = A[c*m + j], Y.T's (r, c) = Y[c*d + r]
         _apply(A, m, n, 1, m, d, nnz, seed, stream, Y, 1, d)

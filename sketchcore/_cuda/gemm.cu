@@ -57,11 +57,8 @@ __device__ __forceinline__ void sc_load_tile(Acc* S, const T* ptr, sc_i64 s_r, s
     constexpr int P = R + 4;
     if (mode == SC_MODE_MEMORY && s_k == 1) {
         constexpr int KV = BK / 4;
-        // Consecutive lanes take consecutive rows: the transposed shared-memory stores
-        // below are then conflict-free (the global reads of a row's 16-byte pieces are
-        // completed from L1 by the neighbouring iterations).
         for (int e = threadIdx.x; e < R * KV; e += SC_GEMM_THREADS) {
-            const int r = e % R, k = (e / R) * 4;
+            const int r = e / KV, k = (e % KV) * 4;
             const sc_i64 gr = r0 + r;
             const int gk = k0 + k;
             Acc v[4] = {(Acc)0, (Acc)0, (Acc)0, (Acc)0};

@@ -234,3 +234,33 @@ def test_srht_matches_cpu(dtype, d, m, n):
     assert_within(Z, ref.T, bound.T, "srht_right")
     with pytest.raises(ValueError, match="rows must lie"):
         _cuda.srht_left(cupy.asarray(A), np.array([p], dtype=np.int64), 11, stream)
+
+
+def test_kernels_run_on_the_current_stream():
+    """Launches go to CuPy's current stream: on a non-blocking stream, a kernel queued after
+    a long producer on that stream sees the producer's result (no stray default-stream
+    launches, no device-wide synchronisation needed)."""
+    stream = make_stream("sparse_sign", 0, 0)
+    A = cupy.random.default_rng(0).standard_normal((200_000, 64), dtype=cupy.float32)
+    ref = cupy.asnumpy(_cuda.sparse_sign_left(A, 256, 4, 9, stream))
+    s = cupy.cuda.Stream(non_blocking=True)
+    with s:
+        B = cupy.empty_like(A)
+        for _ in range(5):               # a busy producer on the same stream
+            cupy.multiply(A, 1.0, out=B)
+        Y = _cuda.sparse_sign_left(B, 256, 4, 9, stream)
+        Z = _cuda.gaussian_left(B[:4000], 16, 9, make_stream("gaussian", 0, 0))
+    s.synchronize()
+    # Both results sum the same terms in an order set by atomics: they differ by rounding
+    # only, at most twice the worst-case float32 summation error of either.
+    S = _cuda.sparse_sign_dense(256, A.shape[0], 4, 9, stream, np.float64)
+    count = int((S != 0).sum(axis=1).max())
+    bound = 2 * gamma(count + 1, np.float32) * cupy.asnumpy(cupy.abs(S) @ cupy.abs(A).astype(
+        cupy.float64))
+    assert_within(cupy.asnumpy(Y), ref, bound + 1e-30, "sparse apply on a side stream")
+    Zref = _cuda.gaussian_left(A[:4000], 16, 9, make_stream("gaussian", 0, 0))
+    G = _cuda.dense_block(0, 9, make_stream("gaussian", 0, 0), 4000, 0, 16, 0, 4000, 0.25,
+                          np.float64)
+    zb = 2 * gamma(4002, np.float32) * cupy.asnumpy(cupy.abs(G) @ cupy.abs(
+        A[:4000]).astype(cupy.float64))
+    assert_within(cupy.asnumpy(Z), cupy.asnumpy(Zref), zb + 1e-30, "gaussian on a side stream")

@@ -94,3 +94,24 @@ def test_sketched_matmul_on_cupy():
     Cc = sc.linalg.sketched_matmul(A, B, 2000, seed=0)
     # Same seed -> same operator -> the same approximation up to rounding.
     np.testing.assert_allclose(cupy.asnumpy(Cg), Cc, rtol=1e-3, atol=1e-3 * np.abs(Cc).max())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cqrrpt_ill_conditioned_on_cupy(dtype):
+    """Correlated columns (cond ~ 1e5 in float32, 1e10 in float64 after equilibration): the
+    preconditioned path (triangular solve + Cholesky QR) must keep Householder accuracy."""
+    rng = np.random.default_rng(8)
+    m, n = 6000, 60
+    U, _ = np.linalg.qr(rng.standard_normal((m, n)))
+    V, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    cond = 1e5 if dtype == np.float32 else 1e10
+    A = ((U * np.logspace(0, -np.log10(cond), n)) @ V.T).astype(dtype)
+    Q, R, J = sc.linalg.cqrrpt(cupy.asarray(A), seed=2)
+    Qh, Rh, Jh = cupy.asnumpy(Q), cupy.asnumpy(R), cupy.asnumpy(J)
+    eps = np.finfo(dtype).eps
+    r = Qh.shape[1]
+    assert r >= n - 2            # numerically full rank (rtol = max(d, n) eps)
+    err = np.linalg.norm(A[:, Jh] - Qh @ Rh) / np.linalg.norm(A)
+    orth = np.linalg.norm(Qh.T @ Qh - np.eye(r))
+    assert err <= 10 * n * eps, err
+    assert orth <= 10 * n * eps, orth

@@ -86,12 +86,19 @@ def _bf16_to_f64(bits_dev):
     return _bf16_value(cupy.asnumpy(bits_dev).view(np.uint16))
 
 
+@pytest.mark.parametrize("method", ["simt", "tensor_core"])
 @pytest.mark.parametrize("kind", ["float16", "bfloat16"])
 @pytest.mark.parametrize("shape", SHAPES[1:])
 @pytest.mark.parametrize("factors16", [False, True])
-def test_linear_16bit(kind, shape, factors16):
-    """16-bit activations, float32 accumulation: error = one 16-bit rounding of the output
-    plus float32 accumulation, against float64 on the same (16-bit) input values."""
+def test_linear_16bit(kind, shape, factors16, method, monkeypatch):
+    """16-bit activations, float32 accumulation, against float64 on the same 16-bit inputs.
+
+    simt: float32 factors and intermediates, so the error is one 16-bit rounding of each
+    16-bit output plus float32 accumulation. tensor_core: the factors and the thin
+    intermediates are also rounded to 16 bits before their products (as torch's own 16-bit
+    chain does): at most 4 more roundings along any path, 4 u |x| |A| |B| elementwise."""
+    from sketchcore._cuda import _linear
+    monkeypatch.setattr(_linear, "HALF_PRODUCTS", method)
     n, m, o, L, k = shape
     rng = np.random.default_rng(sum(shape) + 1)
     x, S1s, S2s, U1s, U2s, bias, g = _problem(n, m, o, L, k, rng)
@@ -113,17 +120,18 @@ def test_linear_16bit(kind, shape, factors16):
         fac = [a.astype(np.float32) for a in (S1s, S2s, U1s, U2s)]
         fac64 = [a.astype(np.float64) for a in fac]
     refs = _reference(dec(xe), *fac64, dec(be), dec(ge))
+    depth = m + o + 2 * L * k + n + 4
     y, hidden = _cuda.sketched_linear_forward(cupy.asarray(xe), *[cupy.asarray(a) for a in fac],
                                               cupy.asarray(be), storage=storage)
     assert hidden.dtype == np.float32
-    depth = m + o + 2 * L * k + n + 4
-    fp32 = lambda ra: gamma(depth, np.float32) * ra                  # noqa: E731
+    extra = 4 * u16 if method == "tensor_core" else 0.0
+    fp32 = lambda ra: (gamma(depth, np.float32) + extra) * ra        # noqa: E731
     yr, ya = refs[0]
     assert_within(dec_dev(y), yr, u16 * np.abs(yr) + fp32(ya) + 1e-30, f"{kind} y")
     out = _cuda.sketched_linear_backward(cupy.asarray(ge), cupy.asarray(xe), hidden,
                                          *[cupy.asarray(a) for a in fac], True, storage=storage)
     for i, (got, (r, ra)) in enumerate(zip(out, refs[1:])):
-        is16 = i in (0, 3) or factors16
+        is16 = i == 0 or factors16          # grad_x in x's dtype, the rest in the factors'
         val = dec_dev(got) if is16 else cupy.asnumpy(got).astype(np.float64)
         tol = (u16 * np.abs(r) if is16 else 0) + fp32(ra) + 1e-30
         assert_within(val, r, tol, f"{kind} grad {i}")
