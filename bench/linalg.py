@@ -6,7 +6,7 @@ with threadpoolctl for BLAS and OpenMP alike, and ``torch.set_num_threads``):
 * ``cqrrpt`` at (20000, 200), (100000, 200), (50000, 1000) on Gaussian matrices whose columns
   are scaled over 6 orders of magnitude ("graded": pivoting matters; CQRRPT's equilibrated
   direct Cholesky QR applies) and, at the two n = 200 shapes, on matrices of condition 1e10
-  ("cond 1e10": the sketch-preconditioned path with its fused trsm + syrk pass), against
+  ("cond 1e10": the sketch-preconditioned path, gather + trsm + syrk), against
   ``scipy.linalg.qr(A, mode="economic", pivoting=True)`` and unpivoted ``mode="economic"``.
   Extra columns: ``||A[:, J] - Q R|| / ||A||`` and ``||Q^T Q - I||``.
 * ``rsvd`` with k = 50, oversample 10, 2 power iterations on 4000 x 3000 and 20000 x 2000
@@ -14,7 +14,9 @@ with threadpoolctl for BLAS and OpenMP alike, and ``torch.set_num_threads``):
   (``n_components=k, n_oversamples=10, n_iter=2``, its default normaliser for that
   ``n_iter``) and ``torch.svd_lowrank(q=k+10, niter=2)`` truncated to k. Extra column: the
   spectral error ``||A - U S Vt||_2 / s_{k+1}`` (50 power iterations on the residual: a lower
-  estimate, hence values slightly below the Eckart-Young floor of 1).
+  estimate, hence values slightly below the Eckart-Young floor of 1). The row
+  ``power_dtype=float32`` runs the sketch and the power steps except the last product in
+  float32 (the last ``A Z``, ``Q^T A`` and the small SVD in float64; see ``rsvd``).
 * ``lstsq`` on 100000 x 500 (``b = A x + 0.1 noise``, tol = 1e-10) against
   ``scipy.linalg.lstsq`` (gelsd) and ``numpy.linalg.lstsq``. Extra column: relative
   difference of x to SciPy's solution.
@@ -127,6 +129,8 @@ def _bench_rsvd(bench, shapes, k, repeats):
                                                              random_state=0),
             "torch svd_lowrank": torch_lowrank,
             "sketchcore rsvd": lambda: L.rsvd(A, k, oversample=p, n_iter=q, seed=0),
+            "sketchcore rsvd power_dtype=float32": lambda: L.rsvd(
+                A, k, oversample=p, n_iter=q, seed=0, power_dtype="float32"),
         }
         times = _interleaved(impls, repeats)
         for name, fn in impls.items():

@@ -46,8 +46,8 @@ def cqrrpt(A, gamma=1.25, seed=None, sketch="sparse_sign", *, rtol=None):
        (both the Gram matrix's rounding and Cholesky are column-scaling invariant). Its
        orthogonality loss ``eps cond(A D^-1)^2`` is known from its R factor; it is kept only
        when within ``REORTH_UNITS eps``, i.e. for A well conditioned up to column scaling;
-    5. otherwise CQRRPT's preconditioned path: one fused pass computes
-       ``A_p = A[:, J[:r]] R_s[:r,:r]^-1`` (trsm) and ``G = A_p^T A_p`` (syrk); because ``S``
+    5. otherwise CQRRPT's preconditioned path: ``A_p = A[:, J[:r]] R_s[:r,:r]^-1``
+       (gather, trsm) and ``G = A_p^T A_p`` (syrk); because ``S``
        embeds the column space of ``A``, ``A_p`` is well conditioned whatever ``cond(A)`` is,
        so the Gram matrix is safe to factor: ``G = R_c^T R_c`` (potrf), ``Q = A_p R_c^-1``
        (trsm), and a second Cholesky QR pass when ``cond(R_c)`` says one pass may leave ``Q``
@@ -103,7 +103,12 @@ def cqrrpt(A, gamma=1.25, seed=None, sketch="sparse_sign", *, rtol=None):
     seed = resolve_seed(seed)
     backend = get_backend(A)
     if d < m:
-        SA = make_sketch(sketch, d, m, seed, dtype) @ A
+        # One OpenMP thread: measured 9-12 ms at (20000, 200) whether or not OpenBLAS workers
+        # are still busy-waiting from an earlier threaded call (ours or the caller's), against
+        # 4 ms standalone but 15-18 ms in that (common) setting with two threads.
+        from sketchcore._cpu._threads import _get_controller
+        with _get_controller().limit(limits=1, user_api="openmp"):
+            SA = make_sketch(sketch, d, m, seed, dtype) @ A
     else:
         check_sketch_kind(sketch)
         SA = A
@@ -111,14 +116,71 @@ def cqrrpt(A, gamma=1.25, seed=None, sketch="sparse_sign", *, rtol=None):
     rtol = (max(min(d, m), n) * eps if rtol is None
             else check_positive_float(rtol, "rtol", maximum=1.0))
 
-    # Everything below runs OpenMP kernels with single-threaded BLAS inside, and small LAPACK
-    # calls: keeping OpenBLAS single-threaded throughout stops its busy-waiting workers from
-    # competing with our OpenMP threads (see _qr.pyx).
+    # The small LAPACK calls below run single-threaded (latency-bound); the passes over A
+    # run as threaded BLAS-3 calls on OpenBLAS's own pool (`_Pool`), see there.
+    pool = _Pool()
     with blas_single_thread():
-        return _factor(backend, A, SA, rtol, seed)
+        return _factor(backend, A, SA, rtol, seed, pool)
 
 
-def _factor(backend, A, SA, rtol, seed):
+class _Pool:
+    """The passes over ``A`` (Gram matrix, triangular solve/multiply) as threaded calls of the
+    BLAS that ``scipy.linalg`` uses, on its full thread pool.
+
+    Why not our OpenMP kernels: after a threaded SciPy/NumPy call (typical in user code, and in
+    the interleaved benchmark) OpenBLAS's workers keep busy-waiting for a while; OpenMP loops
+    started then share the cores with them and ran 2-4x slower (measured: Gram pass 16 ms
+    standalone, 35 ms right after ``scipy.linalg.qr``), whereas the same BLAS's own workers
+    pick the work up at once (dsyrk 13 ms in both settings). Matrices are kept row-major
+    ``(m, r)``, i.e. column-major ``(r, m)`` for BLAS, so the column gather ``A[:, J]`` is a
+    contiguous row copy.
+    """
+
+    def __init__(self):
+        from sketchcore._cpu._threads import _get_controller
+        ctrl = _get_controller()
+        self.nthreads = max((lc.num_threads for lc in ctrl.select(user_api="blas")
+                             .lib_controllers), default=1)
+
+    def threads(self):
+        from sketchcore._cpu._threads import _get_controller
+        return _get_controller().limit(limits=self.nthreads, user_api="blas")
+
+    @staticmethod
+    def _f(name, dtype):
+        from scipy.linalg.blas import get_blas_funcs
+        return get_blas_funcs(name, dtype=dtype)
+
+    def gram_upper(self, X):
+        """Upper triangle of ``X^T X`` (Fortran ``(r, r)``) for C- or F-contiguous X."""
+        syrk = self._f("syrk", X.dtype)
+        with self.threads():
+            if X.flags.f_contiguous and not X.flags.c_contiguous:
+                return syrk(1.0, X, trans=1)
+            return syrk(1.0, np.ascontiguousarray(X).T, trans=0)
+
+    @staticmethod
+    def gather(A, J):
+        """``A[:, J]`` as a new C-contiguous ``(m, len(J))`` array."""
+        return np.ascontiguousarray(np.take(A, J, axis=1))
+
+    def _tri(self, name, X, T):
+        # X (m, r) C-contiguous: X op(T) = (op(T)^T X^T)^T, X^T is column-major (r, m).
+        f = self._f(name, X.dtype)
+        with self.threads():
+            Y = f(1.0, T, X.T, side=0, lower=0, trans_a=1, overwrite_b=1)
+        return Y.T
+
+    def trmm_right_upper(self, X, T):
+        """``X @ T`` for upper-triangular T, in place when possible; returns the result."""
+        return self._tri("trmm", X, T)
+
+    def trsm_right_upper(self, X, R):
+        """``X @ inv(R)`` for upper-triangular R, in place when possible; returns it."""
+        return self._tri("trsm", X, R)
+
+
+def _factor(backend, A, SA, rtol, seed, pool):
     """Steps 2-6 of :func:`cqrrpt` on the sketch ``SA``."""
     m, n = A.shape
     dtype = A.dtype
@@ -134,9 +196,9 @@ def _factor(backend, A, SA, rtol, seed):
     smax, smin = extreme_singular_values_upper(Rs11 / cn, seed=seed)
     out = None
     if smin > 0 and smax <= DIRECT_SKETCH_COND * smin:
-        out = _direct(backend, A, J[:r], seed)
+        out = _direct(backend, A, J[:r], seed, pool)
     if out is None:
-        out = _preconditioned(backend, A, J, Rs, r, seed)
+        out = _preconditioned(backend, A, J, Rs, r, seed, pool)
     X, R1, Rc, r = out
     if r == 0:
         return np.zeros((m, 0), dtype), np.zeros((0, n), dtype), J
@@ -152,21 +214,17 @@ def _factor(backend, A, SA, rtol, seed):
     return X, R, J
 
 
-def _direct(backend, A, J1, seed):
+def _direct(backend, A, J1, seed, pool):
     """Cholesky QR of ``A[:, J1]`` straight from ``A^T A`` when that is accurate enough.
 
     Costs two passes (syrk, gather + triangular multiply) instead of three. Its orthogonality loss is
     ``eps cond(A[:, J1])^2``, known exactly afterwards from R; returns None (and the caller
     preconditions) when that exceeds the ``REORTH_UNITS`` budget or the Cholesky fails.
     """
-    dtype = A.dtype
-    m, n = A.shape
     r = len(J1)
     contiguous = A.flags.c_contiguous or A.flags.f_contiguous
     Ac = A if contiguous else np.ascontiguousarray(A)
-    G = np.empty((n, n), dtype=dtype, order="F")
-    backend.gram_upper(Ac, G)
-    G = np.triu(G)
+    G = np.triu(pool.gram_upper(Ac))
     G = G + np.triu(G, 1).T
     GJ = G[np.ix_(J1, J1)]
     # Column equilibration (van der Sluis): Cholesky and the Gram matrix's rounding errors are
@@ -184,8 +242,7 @@ def _direct(backend, A, J1, seed):
     if smin == 0 or (smax / smin) ** 2 > REORTH_UNITS:
         return None
     T = np.asfortranarray(_inv_upper(Rs_) / D[:, None])   # inv(Rs_ D) = D^-1 inv(Rs_)
-    X = np.empty((m, r), dtype=dtype, order="F")
-    backend.gather_times(A, np.ascontiguousarray(J1), T, X)
+    X = pool.trmm_right_upper(pool.gather(A, J1), T)
     return X, np.triu(Rs_ * D[None, :]), None, r
 
 
@@ -199,17 +256,14 @@ def _inv_upper(R):
     return np.asfortranarray(np.triu(solve_triangular(R, eye, check_finite=False)))
 
 
-def _preconditioned(backend, A, J, Rs, r, seed):
+def _preconditioned(backend, A, J, Rs, r, seed, pool):
     """CQRRPT proper: Cholesky QR of ``A[:, J[:r]] Rs11^-1`` (well conditioned by the sketch),
     with a second pass when needed. Returns ``(Q, R1, Rc, r)`` with ``A[:, J[:r]] = Q R1`` and
     ``R1 = Rc Rs11``."""
-    dtype = A.dtype
-    m = A.shape[0]
     while True:
         R11 = np.asfortranarray(Rs[:r, :r])
-        X = np.empty((m, r), dtype=dtype, order="F")
-        G = np.empty((r, r), dtype=dtype, order="F")
-        backend.precond_gram(A, np.ascontiguousarray(J[:r]), R11, X, G)
+        X = pool.trsm_right_upper(pool.gather(A, J[:r]), R11)
+        G = np.asfortranarray(pool.gram_upper(X))
         info = backend.potrf_upper(G)
         if info == 0:
             break
@@ -222,14 +276,13 @@ def _preconditioned(backend, A, J, Rs, r, seed):
     smax, smin = extreme_singular_values_upper(Rc, seed=seed)
     reorth = smin == 0 or (smax / smin) ** 2 > REORTH_UNITS
     if reorth:
-        backend.trsm_right_upper(X, Rc)
+        X = pool.trsm_right_upper(X, Rc)
     else:
-        backend.trmm_right_upper(X, _inv_upper(Rc))
+        X = pool.trmm_right_upper(X, _inv_upper(Rc))
     if reorth:
-        G2 = np.empty((r, r), dtype=dtype, order="F")
-        backend.gram_upper(X, G2)
+        G2 = np.asfortranarray(pool.gram_upper(X))
         if backend.potrf_upper(G2) == 0:
             R2 = np.asfortranarray(np.triu(G2))
-            backend.trsm_right_upper(X, R2)
+            X = pool.trsm_right_upper(X, R2)
             Rc = R2 @ Rc
     return X, np.triu(Rc @ Rs[:r, :r]), Rc, r

@@ -155,13 +155,14 @@ def test_cqrrpt_second_pass_branch(monkeypatch):
     # Force the re-orthogonalisation (normally taken only for a poor preconditioner) and
     # check it runs and keeps the factorization exact.
     from unittest import mock
-    import sketchcore._cpu as cpu
     from sketchcore._linalg import _cqrrpt
     monkeypatch.setattr(_cqrrpt, "REORTH_UNITS", 1.0)
     A = _with_spectrum(2000, 40, np.logspace(0, -9, 40), _rng(9))
-    with mock.patch.object(cpu, "trsm_right_upper", wraps=cpu.trsm_right_upper) as spy:
+    with mock.patch.object(_cqrrpt._Pool, "trsm_right_upper", autospec=True,
+                           side_effect=_cqrrpt._Pool.trsm_right_upper) as spy:
         Q, R, J = L.cqrrpt(A, seed=0)
-    assert spy.call_count == 2  # first solve, then the second pass
+    # preconditioning solve, Cholesky-factor solve, then the second pass
+    assert spy.call_count == 3
     rec, orth = _qr_errors(A, Q, R, J)
     assert rec < 1e-13 and orth < 1e-14
 
@@ -170,12 +171,15 @@ def test_cqrrpt_direct_path_for_graded_columns():
     # Columns scaled over 8 decades: cond(A) ~ 1e8 but cond(A D^-1) ~ 1, so the
     # equilibrated direct Cholesky QR applies (gather + triangular multiply).
     from unittest import mock
-    import sketchcore._cpu as cpu
+    from sketchcore._linalg import _cqrrpt
     rng = _rng(12)
     A = rng.standard_normal((3000, 50)) * np.logspace(0, -8, 50)
-    with mock.patch.object(cpu, "gather_times", wraps=cpu.gather_times) as spy:
+    with mock.patch.object(_cqrrpt._Pool, "trmm_right_upper", autospec=True,
+                           side_effect=_cqrrpt._Pool.trmm_right_upper) as spy, \
+            mock.patch.object(_cqrrpt._Pool, "trsm_right_upper", autospec=True,
+                              side_effect=_cqrrpt._Pool.trsm_right_upper) as spy_solve:
         Q, R, J = L.cqrrpt(A, seed=0)
-    assert spy.call_count == 1
+    assert spy.call_count == 1 and spy_solve.call_count == 0
     rec, orth = _qr_errors(A, Q, R, J)
     assert rec < 1e-13 and orth < 1e-13
 
@@ -306,6 +310,60 @@ def test_rsvd_hypothesis_exact_rank(m, n, rank, dtype, seed, sketch):
     err = np.linalg.norm(A64 - (U.astype(np.float64) * S) @ Vt) / np.linalg.norm(A64)
     # rank-r input, k >= r: exact up to rounding, O(sqrt(m n) eps) (x cond of the factors)
     assert err < 1e3 * np.sqrt(m * n) * EPS[dtype]
+
+
+@pytest.mark.parametrize("shape", [(700, 500), (400, 900)])
+@pytest.mark.parametrize("k", [5, 30])
+def test_rsvd_power_float32_matches_float64_accuracy(shape, k):
+    # float32 early power steps only perturb the subspace by ~eps32 sigma_1/sigma_j, far
+    # below the randomness of the sketch here (sigma_40/sigma_1 = 6e-4): the spectral error
+    # must meet the same 1.1 sigma_(k+1) bound and stay within 1% of the float64 run's.
+    A, s = _decaying(*shape, _rng(20))
+    U, S, Vt = L.rsvd(A, k, seed=1, power_dtype="float32")
+    assert U.dtype == S.dtype == Vt.dtype == np.float64
+    err = np.linalg.norm(A - (U * S) @ Vt, 2)
+    assert err <= 1.1 * s[k]
+    U64, S64, Vt64 = L.rsvd(A, k, seed=1)
+    assert err <= 1.01 * np.linalg.norm(A - (U64 * S64) @ Vt64, 2)
+    # the projection runs in float64: the factors are orthonormal to float64 accuracy
+    np.testing.assert_allclose(U.T @ U, np.eye(k), atol=1e-13)
+    np.testing.assert_allclose(Vt @ Vt.T, np.eye(k), atol=1e-13)
+    np.testing.assert_allclose(S, s[:k], rtol=1e-3)
+
+
+@pytest.mark.parametrize("shape", [(300, 200), (150, 400)])
+def test_rsvd_power_float32_exact_low_rank_recovered_to_float64(shape):
+    # the last power product A Z runs in float64, so range(A Z) = range(A) exactly: the
+    # float32 steps must not leave float32-size errors (~1e-7) in the result.
+    rng = _rng(21)
+    A = rng.standard_normal((shape[0], 6)) @ rng.standard_normal((6, shape[1]))
+    for n_iter in (1, 2):
+        U, S, Vt = L.rsvd(A, 6, seed=0, n_iter=n_iter, power_dtype=np.float32)
+        assert np.linalg.norm(A - (U * S) @ Vt) / np.linalg.norm(A) < 1e-13
+        np.testing.assert_allclose(S, np.linalg.svd(A, compute_uv=False)[:6], rtol=1e-12)
+    U2, S2, Vt2 = L.rsvd(A, 6, seed=0, n_iter=2, power_dtype=np.float32)
+    assert np.array_equal(U, U2) and np.array_equal(S, S2) and np.array_equal(Vt, Vt2)
+
+
+def test_rsvd_power_dtype_float32_input_and_errors():
+    A, s = _decaying(300, 200, _rng(23))
+    A32 = A.astype(np.float32)
+    # power_dtype of A's own (or higher) precision changes nothing
+    ref = L.rsvd(A32, 5, seed=2)
+    for pd in ("float32", "float64"):
+        got = L.rsvd(A32, 5, seed=2, power_dtype=pd)
+        assert all(np.array_equal(a, b) for a, b in zip(ref, got))
+    with pytest.raises(ValueError, match="power_dtype"):
+        L.rsvd(A, 5, power_dtype="float16")
+    with pytest.raises(ValueError, match="power_dtype"):
+        L.rsvd(A, 5, power_dtype="int32")
+    with pytest.raises(ValueError, match="power_dtype"):
+        L.rsvd(A, tol=1e-2, power_dtype="float32")
+    with pytest.raises(ValueError, match="power_dtype"):
+        L.range_finder(A, 5, power_dtype=object)
+    Q = L.range_finder(A, 15, seed=0, power_dtype="float32")
+    assert Q.dtype == np.float64
+    np.testing.assert_allclose(Q.T @ Q, np.eye(15), atol=1e-13)
 
 
 def test_range_finder_orthonormal():
