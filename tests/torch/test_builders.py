@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 import sketchcore_torch as pr
-from _tutorial import example
+from _tutorial import example, train_steps
 from sketchcore_torch.builders import (SketchedMLP, SketchedMultiHeadAttention,
                                        SketchedResidualBlock, SketchedTransformerBlock,
                                        StandardMLP, default_schedules)
@@ -20,22 +20,6 @@ pytestmark = [pytest.mark.filterwarnings("ignore:SKLinear.*more than:UserWarning
 
 def sklinears(module):
     return [m for m in module.modules() if isinstance(m, SKLinear)]
-
-
-def train_steps(model, x, target, steps=25, lr=1e-2, loss_fn=None):
-    """Adam steps on one fixed batch; returns the losses."""
-    loss_fn = loss_fn or nn.functional.cross_entropy
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    losses = []
-    model.train()
-    for _ in range(steps):
-        opt.zero_grad()
-        loss = loss_fn(model(x), target)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    assert all(map(lambda v: v == v and abs(v) != float("inf"), losses)), losses
-    return losses
 
 
 # ------------------------------------------------------------------------------------ MLPs

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 import sketchcore_torch as pr
-from _tutorial import EXAMPLES, example
+from _tutorial import EXAMPLES, example, train_steps
 
 EXAMPLE_NAMES = sorted(p.stem for p in EXAMPLES.glob("*.py") if not p.stem.startswith("_"))
 
@@ -28,21 +28,6 @@ def finite(values):
 
 def mean(values):
     return sum(values) / len(values)
-
-
-def train_steps(model, x, target, steps=20, lr=1e-2, loss_fn=nn.functional.cross_entropy):
-    """Adam steps on one fixed batch; returns the losses."""
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    losses = []
-    model.train()
-    for _ in range(steps):
-        opt.zero_grad()
-        loss = loss_fn(model(x), target)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    assert finite(losses), losses
-    return losses
 
 
 def test_every_example_is_covered():
