@@ -47,6 +47,16 @@ def test_large_fill_is_thread_invariant():
     np.testing.assert_array_equal(whole, parts[:n])
 
 
+def test_batched_gaussian_fill_equals_the_scalar_entries():
+    from sketchcore._cpu._random import gaussian_at
+    stream = skr.make_stream("gaussian", 3)
+    # Offsets that cut the 256-entry batches and the fill's work pieces mid-way.
+    for start, count in [(0, 5), (3, 700), (255, 3), (16381, 9), (5, 40000), (2 ** 40 + 7, 1000)]:
+        whole = skr.gaussian(9, stream, start, count, dtype=np.float32)
+        index = np.arange(start, start + count, dtype=np.uint64)
+        np.testing.assert_array_equal(whole, gaussian_at(9, stream, index))
+
+
 def test_float32_is_rounded_float64():
     a64 = skr.gaussian(3, 9, 100, 5000, dtype=np.float64)
     a32 = skr.gaussian(3, 9, 100, 5000, dtype=np.float32)
