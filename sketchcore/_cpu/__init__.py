@@ -48,5 +48,5 @@ __all__ += ["gaussian_left", "gaussian_right", "sign_left", "sign_right", "dense
             "sparse_sign_left", "sparse_sign_right", "sparse_sign_indices",  # operators
             "fwht_rows", "srht_left", "srht_right"]  # operators
 # Randomized QR / least-squares pieces (linalg): see _qr.pyx for layouts.
-from sketchcore._cpu._qr import geqp3_inplace, potrf_upper, normal_matvec
-__all__ += ["geqp3_inplace", "potrf_upper", "normal_matvec"]  # linalg
+from sketchcore._cpu._qr import geqp3_inplace, potrf_upper, normal_matvec, gather_columns_f
+__all__ += ["geqp3_inplace", "potrf_upper", "normal_matvec", "gather_columns_f"]  # linalg

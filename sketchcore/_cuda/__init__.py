@@ -12,10 +12,11 @@ from sketchcore._cuda._sparse import (sparse_sign_left, sparse_sign_right, spars
                                       sparse_sign_indices)
 from sketchcore._cuda._fwht import fwht_rows, srht_left, srht_right
 from sketchcore._cuda._linear import sketched_linear_forward, sketched_linear_backward
-from sketchcore._cuda._qr import geqp3_inplace, potrf_upper, normal_matvec
+from sketchcore._cuda._qr import geqp3_inplace, potrf_upper, normal_matvec, gather_columns_f
 
 __all__ = ["philox4x32", "philox4x32_batch", "fill_words", "fill_uniform", "fill_sign",
            "fill_gaussian", "gaussian_left", "gaussian_right", "sign_left", "sign_right",
            "dense_block", "sparse_sign_left", "sparse_sign_right", "sparse_sign_dense",
            "sparse_sign_indices", "fwht_rows", "srht_left", "srht_right", "sketched_linear_forward",
-           "sketched_linear_backward", "geqp3_inplace", "potrf_upper", "normal_matvec"]
+           "sketched_linear_backward", "geqp3_inplace", "potrf_upper", "normal_matvec",
+           "gather_columns_f"]

@@ -8,7 +8,7 @@ and the results are copied where the caller keeps them.
 """
 import numpy as np
 
-__all__ = ["geqp3_inplace", "potrf_upper", "normal_matvec"]
+__all__ = ["geqp3_inplace", "potrf_upper", "normal_matvec", "gather_columns_f"]
 
 
 def _host_inplace(fn, M):
@@ -41,3 +41,12 @@ def normal_matvec(A, P, Q, W):
     import cupy
     cupy.matmul(A, P, out=Q)
     cupy.matmul(A.T, Q, out=W)
+
+
+def gather_columns_f(A, J, out):
+    """``out[:, k] = A[:, J[k]]`` for CuPy arrays (one fancy-indexing copy on the device)."""
+    import cupy
+    J = cupy.asarray(J)
+    if out.shape != (A.shape[0], J.shape[0]):
+        raise ValueError(f"out: expected shape ({A.shape[0]}, {J.shape[0]}), got {out.shape}")
+    out[...] = cupy.take(A, J, axis=1)

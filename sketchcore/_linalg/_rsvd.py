@@ -15,6 +15,7 @@ from sketchcore.random import resolve_seed, gaussian, make_stream
 from sketchcore._linalg._common import (check_matrix, check_positive_float, make_sketch,
                                         check_sketch_kind, check_finite_via,
                                         blas_single_thread, extreme_singular_values_upper)
+from sketchcore._linalg._split import thin_product, gram, cast, blas_threads
 
 __all__ = ["rsvd", "range_finder", "RankWarning"]
 
@@ -37,13 +38,57 @@ def _orth_qr(Y):
 
 
 def _orth_lu(Y):
-    """Well-conditioned basis of range(Y) by partial-pivoting LU (``P L``): half the cost of
-    a QR, enough between power steps where only the subspace matters."""
+    """Well-conditioned basis of range(Y) between power steps, where only the subspace
+    matters: a Cholesky QR pass when the Gram matrix allows it (two thin BLAS-3 products,
+    about 3 ms at 20000 x 60 on 2 cores), else partial-pivoting LU (``P L``, 12 ms there)."""
     if xp_of(Y) is np:
+        Q = _cholesky_basis(Y, passes=1)
+        if Q is not None:
+            return Q
         from scipy.linalg import lu
         with blas_single_thread():
             return lu(Y, permute_l=True, check_finite=False)[0]
     return _orth_qr(Y)
+
+
+def _cholesky_basis(Y, passes):
+    """``Y R^-1`` with ``R`` from ``passes`` Cholesky QR passes, or None when ``Y`` is too
+    ill-conditioned for them.
+
+    One pass leaves ``||Q^T Q - I|| ~ eps cond(Y)^2``; we require ``eps cond(R_1)^2 <= 1e-6``
+    of the first factor, so one pass gives a basis as well conditioned as an orthonormal one
+    for the power steps and two passes (CholeskyQR2) orthonormal to working precision.
+    ``R^-1`` is applied as an explicit inverse through the split product: for ``cond(R)``
+    within that bound its rounding, ``~ eps cond(R)``, is far below the Gram matrix's, and it
+    is 5x faster than a single-threaded right-side triangular solve with 20000 rows."""
+    # Everything on one BLAS thread: threaded workers of SciPy's OpenBLAS left busy-waiting
+    # after even a small threaded call would slow the split products that follow on the same
+    # cores (measured: 75 instead of 42 ms per product with A).
+    parts = blas_threads()
+    with blas_single_thread():
+        return _cholesky_passes(Y, passes, parts)
+
+
+def _cholesky_passes(Y, passes, parts):
+    from scipy.linalg import cholesky, solve_triangular, LinAlgError
+    eps = float(np.finfo(Y.dtype).eps)
+    Q = Y
+    for step in range(passes):
+        G = gram(Q, parts=parts)
+        try:
+            R = cholesky(G, lower=False, check_finite=False)
+        except LinAlgError:
+            return None
+        d = np.abs(np.diagonal(R))
+        if not np.isfinite(R).all() or d.min() <= 0:
+            return None
+        if step == 0:
+            smax, smin = extreme_singular_values_upper(R)
+            if smin == 0 or (smax / smin) ** 2 * eps > 1e-6:
+                return None
+        Rinv = solve_triangular(R, np.eye(R.shape[0], dtype=R.dtype), check_finite=False)
+        Q = thin_product(Q, np.triu(Rinv), parts=parts)
+    return Q
 
 
 def range_finder(A, size, n_iter=2, seed=None, sketch="gaussian", *, power_dtype=None):
@@ -83,7 +128,8 @@ def range_finder(A, size, n_iter=2, seed=None, sketch="gaussian", *, power_dtype
     n_iter = check_size(n_iter, "n_iter", minimum=0)
     check_sketch_kind(sketch)
     power_dtype = _check_power_dtype(power_dtype)
-    return _range(A, size, n_iter, resolve_seed(seed), sketch, power_dtype)
+    Q = _range(A, size, n_iter, resolve_seed(seed), sketch, power_dtype)
+    return xp_of(Q).ascontiguousarray(Q)
 
 
 def _check_power_dtype(power_dtype):
@@ -105,9 +151,7 @@ def _range(A, size, n_iter, seed, sketch, power_dtype=None):
     # up to A's own rounding (see rsvd's docstring for the error argument).
     low = (power_dtype is not None and n_iter >= 1
            and np.dtype(power_dtype).itemsize < A.dtype.itemsize)
-    # A plain (single-threaded) cast: splitting it over Python threads was measured slower
-    # (513 against 314 ms for the whole rsvd) when BLAS workers are still busy-waiting.
-    Aw = A.astype(power_dtype) if low else A
+    Aw = cast(A, power_dtype) if low else A
     S = make_sketch(sketch, size, A.shape[1], seed, Aw.dtype)
     if sketch in ("gaussian", "sign") and xp_of(A) is np:
         # A dense test matrix of `size` rows is no bigger than Y: materialise it and let one
@@ -123,44 +167,16 @@ def _range(A, size, n_iter, seed, sketch, power_dtype=None):
 
 
 def _times(M, X):
-    """``M @ X`` for a thin ``X``, computed as ``(X^T M^T)^T``: OpenBLAS runs the product
-    with the short-and-wide output about 1.3-1.6x faster in float64 (measured 52 ms against
-    80 ms for a C-ordered 20000 x 2000 ``M`` times 2000 x 60, 2 threads) and no slower in
-    float32. The result is a transposed (Fortran-ordered) view."""
-    return (X.T @ M.T).T
+    """``M @ X`` for a thin ``X`` (see ``_split.thin_product``): a Fortran-ordered result."""
+    return thin_product(M, X)
 
 
 def _orth_final(Y):
-    """Orthonormal basis of range(Y): CholeskyQR2 (two BLAS-3 passes) when the Gram matrix is
-    safely positive definite, Householder QR otherwise (rank-deficient or ill-conditioned Y).
-
-    CholeskyQR2 is orthogonal to working precision when ``eps cond(Y)^2 << 1``; we require
-    ``cond(R_1)^2 eps <= 1e-6`` after the first pass (R_1 its triangular factor)."""
-    if xp_of(Y) is not np:
-        return _orth_qr(Y)
-    from scipy.linalg import cholesky, solve_triangular, LinAlgError
-    eps = float(np.finfo(Y.dtype).eps)
-    Q = Y
-    for step in range(2):
-        G = Q.T @ Q
-        try:
-            with blas_single_thread():
-                R = cholesky(G, lower=False, check_finite=False)
-        except LinAlgError:
-            return _orth_qr(Y)
-        d = np.abs(np.diagonal(R))
-        if not np.isfinite(R).all() or d.min() <= 0:
-            return _orth_qr(Y)
-        if step == 0:
-            smax, smin = extreme_singular_values_upper(R)
-            if smin == 0 or (smax / smin) ** 2 * eps > 1e-6:
-                return _orth_qr(Y)
-        # Single-threaded (a few ms): a threaded call would leave SciPy's OpenBLAS workers
-        # busy-waiting while NumPy's OpenBLAS runs the next product with A on the same
-        # cores (measured: Q^T A 100-115 ms right after, against 53 ms).
-        with blas_single_thread():
-            Q = solve_triangular(R, Q.T, trans="T", check_finite=False).T
-    return np.ascontiguousarray(Q)
+    """Orthonormal basis of range(Y): CholeskyQR2 (see ``_cholesky_basis``) when the Gram
+    matrix is safely positive definite, Householder QR otherwise (rank-deficient or
+    ill-conditioned Y)."""
+    Q = _cholesky_basis(Y, passes=2) if xp_of(Y) is np else None
+    return _orth_qr(Y) if Q is None else Q
 
 
 def rsvd(A, k=None, oversample=10, n_iter=2, seed=None, sketch="gaussian", *, tol=None,
@@ -284,8 +300,8 @@ def _rsvd_fixed(A, k, oversample, n_iter, seed, sketch, power_dtype=None):
     M = A.T if m < n else A  # tall view: the sketch embeds the smaller dimension
     ell = min(k + oversample, min(m, n))
     Q = _range(M, ell, n_iter, seed, sketch, power_dtype)
-    Ub, s, Vt = _svd_small(Q.T @ M)
-    U = Q @ Ub[:, :k]
+    Ub, s, Vt = _svd_small(_times(M.T, Q).T)
+    U = thin_product(Q, Ub[:, :k], rowmajor=True)
     s, Vt = s[:k], Vt[:k]
     if m < n:
         U, Vt = Vt.T, U.T

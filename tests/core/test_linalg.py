@@ -231,6 +231,27 @@ def test_rsvd_spectral_error_decaying(shape, k):
     np.testing.assert_allclose(S, s[:k], rtol=1e-3)
 
 
+@pytest.mark.parametrize("rate, basis", [(1.0, "cholesky"), (0.6, "lu")])
+def test_rsvd_power_step_bases(monkeypatch, rate, basis):
+    # Power steps normalise by one Cholesky QR pass when the block is well conditioned and
+    # by LU otherwise (s_j = rate^(j-1) with rate 0.6 spans 1e-13 over the block): both
+    # keep the HMT error bound.
+    from sketchcore._linalg import _rsvd
+    used = []
+    real = _rsvd._cholesky_basis
+    monkeypatch.setattr(_rsvd, "_cholesky_basis", lambda Y, passes: used.append(
+        (passes, real(Y, passes) is not None)) or real(Y, passes))
+    rng = _rng(23)
+    m, n, k = 800, 300, 40
+    s = rate ** np.arange(n) if rate < 1 else 1.0 / np.arange(1, n + 1)
+    A = _with_spectrum(m, n, s, rng)
+    U, S, Vt = L.rsvd(A, k, seed=3)
+    assert np.linalg.norm(A - (U * S) @ Vt, 2) <= 1.1 * s[k] + 1e-15 * s[0]
+    power_steps = [ok for passes, ok in used if passes == 1]
+    assert power_steps and all(power_steps) == (basis == "cholesky")
+    np.testing.assert_allclose(U.T @ U, np.eye(k), atol=1e-13)
+
+
 @pytest.mark.parametrize("shape", [(300, 200), (150, 400)])
 def test_rsvd_exact_low_rank_recovered(shape):
     rng = _rng(21)
