@@ -113,7 +113,7 @@ def _decaying_matrix(m, n, rng):
 
 #: The rsvd error columns are the mean and the largest over this many seeds: one seed's
 #: error varies by a few percent between test matrices, more than between the methods.
-ERROR_SEEDS = 5
+ERROR_SEEDS = 10
 
 
 def _bench_rsvd(bench, shapes, k, repeats):

@@ -1,7 +1,11 @@
 """GPU benchmark of the randomized factorizations (``python -m bench.linalg_gpu``).
 
-cqrrpt (CholeskyQR with randomization and pivoting) on a 100000 x 256 float32 CuPy matrix
-against torch.linalg.qr (unpivoted Householder, cuSOLVER) and cupy.linalg.qr on the same GPU.
+cqrrpt (CholeskyQR with randomization and pivoting) on 100000 x 256 and 1000000 x 128 float32
+Gaussian CuPy matrices (the sketch-free Gram route) and on a 100000 x 256 one of condition
+1e5 (sketch, host geqp3, preconditioned Cholesky QR), against torch.linalg.qr (unpivoted
+Householder, cuSOLVER) and cupy.linalg.qr on the same GPU; lstsq (sketch-and-precondition,
+LSQR with its passes over A on the GPU) on 100000 x 500 float64 against torch.linalg.lstsq
+(QR-based ``gels``, the CUDA driver).
 """
 import numpy as np
 
@@ -13,10 +17,15 @@ def main():
     import sketchcore as sc
     bench = GpuBench("linalg_gpu", "Randomized QR on the GPU (float32)")
     dev = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
-    for m, n in ((100_000, 256), (1_000_000, 128)):
-        case = f"{m}x{n} float32"
+    for m, n, cond in ((100_000, 256, None), (1_000_000, 128, None), (100_000, 256, 1e5)):
+        case = f"{m}x{n} float32" + (f" cond {cond:.0e}" if cond else "")
         rng = cupy.random.default_rng(0)
         A = rng.standard_normal((m, n), dtype=cupy.float32)
+        if cond:
+            U, _ = cupy.linalg.qr(A)
+            V, _ = cupy.linalg.qr(rng.standard_normal((n, n), dtype=cupy.float32))
+            s = cupy.logspace(0, -np.log10(cond), n, dtype=cupy.float32)
+            A = cupy.ascontiguousarray((U * s) @ V.T)
         try:
             import torch
             At = torch.from_dlpack(A)
@@ -39,8 +48,33 @@ def main():
             bench.notes.append(f"{case}: sketchcore cqrrpt on CuPy did not run: "
                                f"{type(exc).__name__}: {exc}")
             print("cqrrpt failed:", repr(exc))
+    _lstsq_case(bench)
     bench.notes.append("Target: cqrrpt >= 3x faster than torch.linalg.qr on 100000 x 256.")
     print(bench.write(dev))
+
+
+def _lstsq_case(bench, m=100_000, n=500):
+    import cupy
+    import sketchcore as sc
+    case = f"lstsq {m}x{n} float64"
+    rng = cupy.random.default_rng(2)
+    A = rng.standard_normal((m, n))
+    b = A @ rng.standard_normal(n) + 0.1 * rng.standard_normal(m)
+    try:
+        import torch
+        At, bt = torch.from_dlpack(A), torch.from_dlpack(b)
+        bench.add(case, "torch.linalg.lstsq",
+                  torch_time(lambda: torch.linalg.lstsq(At, bt[:, None]), repeats=5))
+        x_ref = cupy.from_dlpack(torch.linalg.lstsq(At, bt[:, None]).solution[:, 0])
+    except ImportError:
+        x_ref = cupy.linalg.lstsq(A, b, rcond=None)[0]
+    x, info = sc.linalg.lstsq(A, b, tol=1e-10, seed=0)
+    assert isinstance(x, cupy.ndarray)
+    t = cuda_time(lambda: sc.linalg.lstsq(A, b, tol=1e-10, seed=0), repeats=5)
+    bench.add(case, "sketchcore lstsq", t, baseline="torch.linalg.lstsq")
+    diff = float(cupy.linalg.norm(x - x_ref) / cupy.linalg.norm(x_ref))
+    bench.notes.append(f"{case}: ||x - x_torch|| / ||x_torch|| = {diff:.2e}, "
+                       f"{info.iterations} LSQR iterations")
 
 
 def breakdown(m=100_000, n=256):
@@ -79,12 +113,14 @@ def breakdown(m=100_000, n=256):
     timed("gemm with inverse", lambda: Ag @ Rd)
     G = timed("gram X^T X", lambda: X.T @ X)
     timed("gram to host + potrf", lambda: _cpu.potrf_upper(np.asfortranarray(cupy.asnumpy(G))))
-    timed("whole cqrrpt", lambda: _linalg.cqrrpt(A, seed=0))
+    import sketchcore as sc
+    timed("Gram A^T A", lambda: A.T @ A)
+    timed("whole cqrrpt", lambda: sc.linalg.cqrrpt(A, seed=0))
     import cProfile
     import pstats
     prof = cProfile.Profile()
     prof.enable()
-    _linalg.cqrrpt(A, seed=0)
+    sc.linalg.cqrrpt(A, seed=0)
     cupy.cuda.Device().synchronize()
     prof.disable()
     pstats.Stats(prof).sort_stats("tottime").print_stats(12)

@@ -91,16 +91,19 @@ def cqrrpt(A, gamma=1.25, seed=None, sketch="sparse_sign", *, rtol=None):
         ``A`` not 2-D, empty or not finite; ``gamma < 1``; ``rtol`` outside (0, 1); unknown
         ``sketch``.
     """
-    if array_namespace(A) == "cupy":   # GPU path (GPU engineer): sketchcore/_cuda/_linalg.py
-        from sketchcore._cuda import _linalg as _gpu
-        return _gpu.cqrrpt(A, gamma=gamma, seed=seed, sketch=sketch, rtol=rtol)
     A = check_matrix(A, "A")
     gamma = check_positive_float(gamma, "gamma", minimum=1.0, inclusive=True)
+    check_sketch_kind(sketch)
     m, n = A.shape
     dtype = A.dtype
     eps = float(np.finfo(dtype).eps)
     d = max(int(math.ceil(gamma * n)), n)
     seed = resolve_seed(seed)
+    rtol = (max(min(d, m), n) * eps if rtol is None
+            else check_positive_float(rtol, "rtol", maximum=1.0))
+    if array_namespace(A) == "cupy":   # same algorithm, passes over A on the GPU
+        from sketchcore._cuda import _linalg as _gpu
+        return _gpu.cqrrpt(A, d, seed, sketch, rtol)
     backend = get_backend(A)
     if d < m:
         # One OpenMP thread: measured 9-12 ms at (20000, 200) whether or not OpenBLAS workers
@@ -110,11 +113,8 @@ def cqrrpt(A, gamma=1.25, seed=None, sketch="sparse_sign", *, rtol=None):
         with _get_controller().limit(limits=1, user_api="openmp"):
             SA = make_sketch(sketch, d, m, seed, dtype) @ A
     else:
-        check_sketch_kind(sketch)
         SA = A
     check_finite_via(SA, A=A)
-    rtol = (max(min(d, m), n) * eps if rtol is None
-            else check_positive_float(rtol, "rtol", maximum=1.0))
 
     # The small LAPACK calls below run single-threaded (latency-bound); the passes over A
     # run as threaded BLAS-3 calls on OpenBLAS's own pool (`_Pool`), see there.

@@ -5,8 +5,7 @@ import math
 
 import numpy as np
 
-from sketchcore._backend import array_namespace  # GPU dispatch
-from sketchcore._backend import check_array, check_size, check_same_dtype, get_backend
+from sketchcore._backend import check_array, check_size, check_same_dtype, get_backend, xp_of
 from sketchcore.random import resolve_seed
 from sketchcore._linalg._common import (check_matrix, check_positive_float, make_sketch,
                                         check_sketch_kind, check_finite_via,
@@ -120,10 +119,6 @@ def lstsq(A, b, tol=1e-10, seed=None, *, sketch="sparse_sign", sketch_size=None,
         Wrong dimensions, ``m < n`` (underdetermined), empty or non-finite input, ``tol``
         outside (0, 1), ``sketch_size < n``, unknown ``sketch``.
     """
-    if array_namespace(A, b) == "cupy":   # GPU inputs (GPU engineer): host LSQR, device result
-        from sketchcore._cuda import _linalg as _gpu
-        return _gpu.lstsq(lstsq, A, b, tol=tol, seed=seed, sketch=sketch,
-                          sketch_size=sketch_size, max_iter=max_iter, rtol=rtol)
     A = check_matrix(A, "A")
     b = check_array(b, "b", min_ndim=1, max_ndim=2)
     check_same_dtype(A=A, b=b)
@@ -158,6 +153,9 @@ def lstsq(A, b, tol=1e-10, seed=None, *, sketch="sparse_sign", sketch_size=None,
         SA, Sb = A, B2
     check_finite_via((SA, Sb), A=A, b=b)
     rtol = max(d, n) * eps if rtol is None else check_positive_float(rtol, "rtol", maximum=1.0)
+    # The (d, n) sketch is factored on the host whatever the backend (O(d n^2) LAPACK);
+    # every pass over A stays where A is (see _Normal).
+    SA, Sb = _to_host(SA), _to_host(Sb)
 
     F = np.array(SA, dtype=dtype, order="F", copy=True)
     with blas_single_thread():
@@ -166,17 +164,17 @@ def lstsq(A, b, tol=1e-10, seed=None, *, sketch="sparse_sign", sketch_size=None,
     x = np.zeros((n, kcols), dtype=dtype)
     if r == 0 or kcols == 0:
         info = LstsqInfo(0, _shape(np.ones(kcols, bool), vector), _shape(np.zeros(kcols), vector),
-                         _shape(np.linalg.norm(B2, axis=0), vector),
+                         _shape(_colnorm(B2), vector),
                          _shape(np.zeros(kcols), vector), r, d, tol, seed)
-        return (x[:, 0] if vector else x), info
+        return _like(A, x[:, 0] if vector else x), info
     R = np.triu(F[:r, :r])
     Jr = J[:r]
     smax, smin = extreme_singular_values_upper(R, seed=seed)
     tol_used = max(tol, 10 * eps * smax / smin)
     # Warm start: sketched solution in the preconditioned variable, z0 = R^-T (S A_J)^T S b.
     from scipy.linalg import solve_triangular
-    SAJ = np.asarray(SA)[:, Jr]
-    z0 = solve_triangular(R, SAJ.T @ np.asarray(Sb), trans="T", check_finite=False)
+    SAJ = SA[:, Jr]
+    z0 = solve_triangular(R, SAJ.T @ Sb, trans="T", check_finite=False)
 
     ops = _Normal(A, Jr, n)
     # With the fused kernel every pass over A is an OpenMP loop: keep OpenBLAS on one thread
@@ -188,7 +186,7 @@ def lstsq(A, b, tol=1e-10, seed=None, *, sketch="sparse_sign", sketch_size=None,
     it, conv, err, rnorm, arnorm = stats
     info = LstsqInfo(it, _shape(conv, vector), _shape(err, vector), _shape(rnorm, vector),
                      _shape(arnorm, vector), r, d, tol_used, seed)
-    return (x[:, 0] if vector else x), info
+    return _like(A, x[:, 0] if vector else x), info
 
 
 def _shape(v, vector):
@@ -196,17 +194,41 @@ def _shape(v, vector):
     return v.item() if vector else v
 
 
+def _to_host(X):
+    """NumPy copy of a (small) CuPy array; NumPy arrays pass through."""
+    return X if isinstance(X, np.ndarray) else X.get()
+
+
+def _like(A, x):
+    """``x`` (host) on A's backend and device."""
+    if isinstance(A, np.ndarray):
+        return x
+    import cupy
+    with A.device:
+        return cupy.asarray(x)
+
+
+def _colnorm(X):
+    """Column norms of an (m, k) array of either backend, as a host float64 array."""
+    return np.asarray(_to_host(xp_of(X).linalg.norm(X, axis=0)), dtype=np.float64)
+
+
 class _Normal:
-    """Products with ``A`` restricted to the kept columns: ``A P`` and ``A^T A P``."""
+    """Products with ``A`` restricted to the kept columns: ``A P`` and ``A^T A P``.
+
+    The ``(n, k)`` operands and results live on the host; the ``(m, k)`` ones (``A P``, the
+    Golub-Kahan vectors) where ``A`` is: a CuPy ``A`` takes one cuBLAS GEMM each way per
+    pass, with ``n x k`` transfers in between."""
 
     def __init__(self, A, J, n):
         self.A, self.J, self.n = A, J, n
         self.fused = isinstance(A, np.ndarray) and A.flags.c_contiguous
+        self.xp = xp_of(A)
 
     def scatter(self, Y):
         P = np.zeros((self.n, Y.shape[1]), dtype=self.A.dtype)
         P[self.J, :] = Y
-        return P
+        return P if self.xp is np else self.xp.asarray(P)
 
     def both(self, Y):
         """(A P, (A^T A P)[J]) for P = scatter(Y)."""
@@ -219,11 +241,11 @@ class _Normal:
                 _cpu.normal_matvec(self.A, P, Q, W)
         else:
             Q = self.A @ P
-            W = self.A.T @ Q
+            W = _to_host(self.A.T @ Q)
         return Q, W[self.J, :]
 
     def rmatvec(self, U):
-        return (self.A.T @ U)[self.J, :]
+        return _to_host(self.A.T @ U)[self.J, :]
 
 
 def _lsqr_preconditioned(ops, Bm, R, z0, tol, max_iter, d, eps, rinv_norm):
@@ -233,7 +255,6 @@ def _lsqr_preconditioned(ops, Bm, R, z0, tol, max_iter, d, eps, rinv_norm):
     from scipy.linalg import solve_triangular
     r = R.shape[0]
     dtype = ops.A.dtype
-    Bm = np.asarray(Bm)
 
     def apply_Rinv(Y):
         return solve_triangular(R, Y, check_finite=False).astype(dtype, copy=False)
@@ -241,19 +262,27 @@ def _lsqr_preconditioned(ops, Bm, R, z0, tol, max_iter, d, eps, rinv_norm):
     def apply_RinvT(Y):
         return solve_triangular(R, Y, trans="T", check_finite=False).astype(dtype, copy=False)
 
+    xp = ops.xp
+
+    def dev(v):   # a host (k,) vector for products with (m, k) arrays of A's backend
+        return v if xp is np else xp.asarray(v)
+
+    def select(mask, new, old):
+        return xp.where(dev(mask), new, old)
+
     # Start: residual of the warm start and of zero; keep the better per column.
     AX0, AtAX0 = ops.both(apply_Rinv(z0))
     AtB = ops.rmatvec(Bm)
     r0 = Bm - AX0
-    bnorm = np.linalg.norm(Bm, axis=0)
-    use_warm = np.linalg.norm(r0, axis=0) < bnorm
+    bnorm = _colnorm(Bm)
+    use_warm = _colnorm(r0) < bnorm
     z = np.where(use_warm, z0, 0).astype(dtype)
-    U = np.where(use_warm, r0, Bm).astype(dtype)
+    U = select(use_warm, r0, Bm).astype(dtype)
     MtU = apply_RinvT(np.where(use_warm, AtB - AtAX0, AtB))  # M^T u1 before normalisation
 
-    beta = np.linalg.norm(U, axis=0)
+    beta = _colnorm(U)
     safe_beta = np.where(beta > 0, beta, 1)
-    U /= safe_beta
+    U = (U / dev(safe_beta)).astype(dtype, copy=False)
     MtU /= safe_beta
     alpha = np.linalg.norm(MtU, axis=0)
     safe_alpha = np.where(alpha > 0, alpha, 1)
@@ -276,10 +305,10 @@ def _lsqr_preconditioned(ops, Bm, R, z0, tol, max_iter, d, eps, rinv_norm):
         it += 1
         Q, G = ops.both(apply_Rinv(V))           # A P = M v_i,  (A^T A P)[J]
         MtMv = apply_RinvT(G)                    # M^T M v_i
-        T = Q - alpha * U                        # beta_{i+1} u_{i+1}
-        beta_new = np.linalg.norm(T, axis=0)
+        T = Q - dev(alpha) * U                   # beta_{i+1} u_{i+1}
+        beta_new = _colnorm(T)
         sb = np.where(beta_new > 0, beta_new, 1)
-        U_new = T / sb
+        U_new = T / dev(sb)
         # M^T u_{i+1} = (M^T M v_i - alpha_i M^T u_i) / beta_{i+1}, where
         # M^T u_i = alpha_i v_i + beta_i v_{i-1}: no second pass over A.
         P = (MtMv - alpha * (alpha * V + beta_prev * V_prev)) / sb - beta_new * V
@@ -296,7 +325,7 @@ def _lsqr_preconditioned(ops, Bm, R, z0, tol, max_iter, d, eps, rinv_norm):
         active = ~conv
         z = np.where(active, z + (phi / srho) * W, z)
         W = np.where(active, V_new - (theta / srho) * W, W)
-        U = np.where(active, U_new, U)
+        U = select(active, U_new, U)
         V_prev, V = np.where(active, V, V_prev), np.where(active, V_new, V)
         beta_prev = np.where(active, beta_new, beta_prev)
         alpha = np.where(active, alpha_new, alpha)

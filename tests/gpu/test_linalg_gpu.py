@@ -115,3 +115,45 @@ def test_cqrrpt_ill_conditioned_on_cupy(dtype):
     orth = np.linalg.norm(Qh.T @ Qh - np.eye(r))
     assert err <= 10 * n * eps, err
     assert orth <= 10 * n * eps, orth
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cqrrpt_gram_route_on_cupy(monkeypatch, dtype):
+    """Well-conditioned full-rank input takes the sketch-free Gram route (pivots of xPSTRF,
+    the QRCP order of A itself); ill-conditioned input falls back to the sketch."""
+    from sketchcore._cuda import _linalg as gl
+    taken = []
+    real = gl._gram_pivoted
+    monkeypatch.setattr(gl, "_gram_pivoted", lambda A, rtol: taken.append(
+        real(A, rtol)[0] is not None) or real(A, rtol))
+    rng = np.random.default_rng(11)
+    m, n = 4000, 40
+    A = (rng.standard_normal((m, n)) * np.logspace(0, -2, n)[rng.permutation(n)]).astype(dtype)
+    Q, R, J = sc.linalg.cqrrpt(cupy.asarray(A), seed=0)
+    assert taken == [True]
+    Qh, Rh, Jh = cupy.asnumpy(Q), cupy.asnumpy(R), cupy.asnumpy(J)
+    import scipy.linalg as sl
+    np.testing.assert_array_equal(Jh, sl.qr(A.astype(np.float64), pivoting=True,
+                                            mode="economic")[2])
+    eps = np.finfo(dtype).eps
+    assert np.linalg.norm(A[:, Jh] - Qh @ Rh) / np.linalg.norm(A) <= 10 * n * eps
+    assert np.linalg.norm(Qh.T @ Qh - np.eye(n)) <= 10 * n * eps
+    U, _ = np.linalg.qr(rng.standard_normal((m, n)))
+    B = ((U * np.logspace(0, -6, n)) @ np.linalg.qr(rng.standard_normal((n, n)))[0].T)
+    sc.linalg.cqrrpt(cupy.asarray(B), seed=0)
+    assert taken == [True, False]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lstsq_on_cupy_matrix_rhs(dtype):
+    rng = np.random.default_rng(6)
+    A = (rng.standard_normal((6000, 40)) * np.logspace(0, -3, 40)).astype(dtype)
+    B = rng.standard_normal((6000, 3)).astype(dtype)
+    X, info = sc.linalg.lstsq(cupy.asarray(A), cupy.asarray(B), tol=1e-6, seed=1)
+    assert isinstance(X, cupy.ndarray) and X.shape == (40, 3) and X.dtype == dtype
+    Xc, info_c = sc.linalg.lstsq(A, B, tol=1e-6, seed=1)
+    X_ref = np.linalg.lstsq(A.astype(np.float64), B.astype(np.float64), rcond=None)[0]
+    # Each solver's own error bound (tol raised to the float32 floor 10 eps cond(R)).
+    for sol, inf in ((cupy.asnumpy(X), info), (Xc, info_c)):
+        assert np.all(inf.converged)
+        assert np.linalg.norm(sol - X_ref) <= inf.tol * np.linalg.norm(X_ref)
