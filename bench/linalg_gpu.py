@@ -114,8 +114,26 @@ def breakdown(m=100_000, n=256):
     G = timed("gram X^T X", lambda: X.T @ X)
     timed("gram to host + potrf", lambda: _cpu.potrf_upper(np.asfortranarray(cupy.asnumpy(G))))
     import sketchcore as sc
-    timed("Gram A^T A", lambda: A.T @ A)
+    from sketchcore._cpu._threads import blas_single_thread
+    Gd = timed("Gram A^T A", lambda: A.T @ A)
+    Gh = timed("Gram to host (float64)", lambda: cupy.asnumpy(Gd).astype(np.float64))
+    from scipy.linalg.lapack import spstrf
+    with blas_single_thread():
+        timed("host pstrf (float32)", lambda: spstrf(Gh.astype(np.float32)))
+    timed("Gram route (_gram_pivoted)", lambda: _linalg._gram_pivoted(A, 1e-5))
     timed("whole cqrrpt", lambda: sc.linalg.cqrrpt(A, seed=0))
+    # lstsq on a float64 CuPy problem: sketch, device QR of the sketch, LSQR.
+    from sketchcore._linalg import _lstsq
+    m2, n2 = 100_000, 500
+    rng = cupy.random.default_rng(2)
+    A2 = rng.standard_normal((m2, n2))
+    b2 = rng.standard_normal(m2)
+    S2 = make_sketch("sparse_sign", 4 * n2, m2, 0, np.float64)
+    SA2 = timed("lstsq sketch S @ A (float64)", lambda: S2 @ A2)
+    timed("lstsq device QR of the sketch", lambda: _lstsq._device_full_rank_r(SA2, 1e-12, 0))
+    P = cupy.asarray(np.ones((n2, 1)))
+    timed("lstsq A P and A^T (A P)", lambda: A2.T @ (A2 @ P))
+    timed("whole lstsq", lambda: sc.linalg.lstsq(A2, b2, tol=1e-10, seed=0))
     import cProfile
     import pstats
     prof = cProfile.Profile()

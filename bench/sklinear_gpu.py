@@ -144,6 +144,46 @@ def breakdown():
             "forward (all)": lambda: _linear.sketched_linear_forward(x, S1, S2, U1, U2, None),
             "backward (all)": lambda: _linear.sketched_linear_backward(g, x, hidden, S1, S2, U1, U2, True),
         }
+        if xdt == cupy.float16:
+            # The same layer with its 16-bit products on tensor cores (cuBLAS GemmEx).
+            from sketchcore._cuda._tensorcore import Mat, gemm_rm
+            A16 = rng.standard_normal((IN, 2 * K), dtype=cupy.float32).astype(xdt)
+            B16 = rng.standard_normal((2 * K, OUT), dtype=cupy.float32).astype(xdt)
+            h16, G16 = cupy.empty((N, 2 * K), xdt), cupy.empty((N, 2 * K), xdt)
+            hf = cupy.empty((N, 2 * K), cupy.float32)
+            hs = "sc_half"
+
+            def tc(fn):
+                def run():
+                    saved = _linear.HALF_PRODUCTS
+                    _linear.HALF_PRODUCTS = "tensor_core"
+                    try:
+                        return fn()
+                    finally:
+                        _linear.HALF_PRODUCTS = saved
+                return run
+
+            stages.update({
+                "tc hidden = x A": lambda: gemm_rm(Mat(hf.data.ptr, "float", N, 2 * K, 2 * K),
+                                                   Mat(x.data.ptr, hs, N, IN, IN),
+                                                   Mat(A16.data.ptr, hs, IN, 2 * K, 2 * K)),
+                "tc y = h B": lambda: gemm_rm(Mat(y.data.ptr, hs, N, OUT, OUT),
+                                              Mat(h16.data.ptr, hs, N, 2 * K, 2 * K),
+                                              Mat(B16.data.ptr, hs, 2 * K, OUT, OUT)),
+                "tc G = g B^T": lambda: gemm_rm(Mat(hf.data.ptr, "float", N, 2 * K, 2 * K),
+                                                Mat(g.data.ptr, hs, N, OUT, OUT),
+                                                Mat(B16.data.ptr, hs, OUT, 2 * K, OUT, t=True)),
+                "tc gx = G A^T": lambda: gemm_rm(Mat(gx.data.ptr, hs, N, IN, IN),
+                                                 Mat(G16.data.ptr, hs, N, 2 * K, 2 * K),
+                                                 Mat(A16.data.ptr, hs, 2 * K, IN, 2 * K, t=True)),
+                "tc gS1 = x^T G1": lambda: gemm_rm(Mat(gS1.data.ptr, "float", IN, K, K),
+                                                   Mat(x.data.ptr, hs, IN, N, IN, t=True),
+                                                   Mat(G16.data.ptr, hs, N, K, 2 * K)),
+                "tc forward (all)": tc(lambda: _linear.sketched_linear_forward(
+                    x, S1, S2, U1, U2, None)),
+                "tc backward (all)": tc(lambda: _linear.sketched_linear_backward(
+                    g, x, hidden, S1, S2, U1, U2, True)),
+            })
         for name, fn in stages.items():
             r = benchmark(fn, n_repeat=20, n_warmup=3)
             print(f"breakdown {str(xdt.__name__):8s} {name:16s} gpu {r.gpu_times.mean() * 1e3:8.3f} ms"
@@ -168,6 +208,20 @@ def breakdown():
                                         max_name_column_width=50))
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10,
                                         max_name_column_width=50))
+        # Python-level host time per call (the part the GPU waits for when host-bound).
+        import cProfile
+        import pstats
+        import time
+        t0 = time.perf_counter()
+        pr_ = cProfile.Profile()
+        pr_.enable()
+        for _ in range(20):
+            layer(xt).backward(gt)
+        pr_.disable()
+        torch.cuda.synchronize()
+        print(f"host profile {dtype}: {(time.perf_counter() - t0) / 20 * 1e3:.3f} ms per call "
+              "(profiled)")
+        pstats.Stats(pr_).sort_stats("tottime").print_stats(25)
 
 
 if __name__ == "__main__":

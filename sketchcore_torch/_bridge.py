@@ -90,6 +90,9 @@ def to_tensor(a, like=None):
     return out
 
 
+_external_streams = {}   # (device index, torch stream handle) -> cupy.cuda.ExternalStream
+
+
 class cuda_stream:
     """Context manager: CuPy's current device and stream = torch's current ones on ``device``.
 
@@ -107,7 +110,12 @@ class cuda_stream:
         dev = cupy.cuda.Device(index)
         dev.__enter__()
         self._ctx.append(dev)
-        stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(index).cuda_stream, index)
+        handle = torch.cuda.current_stream(index).cuda_stream
+        stream = _external_streams.get((index, handle))
+        if stream is None:
+            # One CuPy wrapper per torch stream (creating one costs tens of microseconds).
+            stream = _external_streams[(index, handle)] = cupy.cuda.ExternalStream(handle,
+                                                                                   index)
         stream.__enter__()
         self._ctx.append(stream)
         return stream

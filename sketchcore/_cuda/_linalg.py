@@ -16,7 +16,8 @@ __all__ = ["cqrrpt"]
 #: Second Cholesky QR pass when the first one's orthogonality bound eps * cond(Rc)^2 exceeds
 #: this many eps (the CPU path's REORTH_UNITS).
 REORTH_UNITS = 1000.0
-#: Safety factor on LAPACK's 1-norm condition estimate (pocon) in the direct path's check.
+#: Safety factor on the condition checks of the direct paths: LAPACK's 1-norm estimate
+#: (pocon) may undershoot, and the Gram route's exact cond_1 may exceed cond_2 (kept alike).
 POCON_MARGIN = 10.0
 
 
@@ -79,14 +80,15 @@ def _gram_pivoted(A, rtol):
     """CQRRPT's direct path with the pivots from the Gram matrix itself: ``G = A^T A`` (one
     GEMM on the GPU), pivoted Cholesky ``G[J, J] = R^T R`` on the host (LAPACK xPSTRF: the
     greedy largest-remaining-norm order of a column-pivoted QR of A), ``Q = A W`` with
-    ``W[J] = inv(R)`` (one GEMM).
+    ``W[J] = inv(R)`` (one GEMM; the inverse by a triangular solve on the GPU).
 
     Taken only when that is as accurate as the sketch's route: full numerical rank by the
     same relative criterion (``|R[i, i]| > rtol |R[0, 0]|``) and ``cond(R D^-1)^2`` within
-    ``REORTH_UNITS`` (D the column norms: Cholesky QR's errors are column-scaling invariant).
-    It skips the sketch and the host ``geqp3`` of the sketch, which cost more than both GEMMs
-    (measured 2.9 ms for the host geqp3 of a 320 x 256 sketch, against about 0.3 ms per GEMM
-    over a 100000 x 256 float32 A on an H200).
+    ``REORTH_UNITS`` (D the column norms: Cholesky QR's errors are column-scaling invariant),
+    checked with the exact ``cond_1(D^-1 G D^-1) >= cond_2(R D^-1)^2`` (symmetric matrix:
+    ``||.||_2 <= ||.||_1``), formed from the inverse on the GPU. It skips the sketch and the
+    host ``geqp3`` of the sketch (2.9 ms for a 320 x 256 sketch on the H200 machine's host,
+    against 0.27 ms for the Gram GEMM over a 100000 x 256 float32 A).
 
     Returns
     -------
@@ -95,34 +97,42 @@ def _gram_pivoted(A, rtol):
         ``G``: the host float64 Gram matrix (None if A is wide), reused by that route.
     """
     import cupy
+    from cupyx.scipy.linalg import solve_triangular
     from scipy.linalg.lapack import get_lapack_funcs
     from sketchcore._linalg._common import rank_from_diagonal
     m, n = A.shape
     if m < n:
         return None, None
-    G = cupy.asnumpy(A.T @ A).astype(np.float64)
+    Gd = A.T @ A
+    G = cupy.asnumpy(Gd).astype(np.float64)
     if not np.isfinite(G).all():
         return None, None                 # NaN/inf/overflow: the sketch route reports it
-    pstrf, pocon = get_lapack_funcs(("pstrf", "pocon"), (G,))
+    # Factored in A's precision: the Gram matrix carries no more than that.
+    Gw = G.astype(A.dtype)
+    pstrf, = get_lapack_funcs(("pstrf",), (Gw,))
+    # Stop where R[i, i] <= rtol R[0, 0] (pivots are R[i, i]^2): cqrrpt's rank criterion,
+    # not LAPACK's default sqrt(n eps), which would truncate graded float32 columns.
     with _host_lapack():
-        C, piv, rank, info = pstrf(G, lower=0)
+        C, piv, rank, info = pstrf(Gw, tol=rtol * rtol * float(np.diagonal(G).max()), lower=0)
     if info < 0 or rank < n:
         return None, G
     J = piv - 1
     R = np.triu(C)
-    if rank_from_diagonal(R, rtol) < n:
+    if rank_from_diagonal(R, rtol) < n or not np.isfinite(R).all():
         return None, G
-    D = np.sqrt(np.diagonal(G)[J])
-    Gs = G[np.ix_(J, J)] / D[:, None] / D[None, :]
-    Rs = np.triu(R / D[None, :])
-    with _host_lapack():
-        rcond, info = pocon(Rs, float(np.abs(Gs).sum(axis=0).max()))
-    if info != 0 or not rcond > 0 or 1.0 / rcond > REORTH_UNITS / POCON_MARGIN:
+    Jd = cupy.asarray(J)
+    Rd = cupy.asarray(R)
+    Rinv = solve_triangular(Rd, cupy.eye(n, dtype=A.dtype), lower=False)
+    dJ = cupy.asarray(np.sqrt(np.diagonal(G)[J]).astype(A.dtype))
+    Rs_inv = Rinv * dJ[:, None]                      # inv(R D^-1) = D inv(R)
+    Gs_inv = Rs_inv @ Rs_inv.T                       # inv(D^-1 G[J, J] D^-1)
+    Gs = Gd[Jd][:, Jd] / dJ[:, None] / dJ[None, :]
+    cond1 = float(cupy.abs(Gs).sum(axis=0).max() * cupy.abs(Gs_inv).sum(axis=0).max())
+    if not cond1 <= REORTH_UNITS / POCON_MARGIN:
         return None, G
-    W = np.zeros((n, n), dtype=np.float64)
-    W[J, :] = _inv_upper(R)
-    Q = A @ cupy.asarray(W.astype(A.dtype))
-    return (Q, cupy.asarray(R.astype(A.dtype)), cupy.asarray(J)), G
+    W = cupy.zeros((n, n), dtype=A.dtype)
+    W[Jd] = Rinv
+    return (A @ W, Rd, Jd), G
 
 
 def cqrrpt(A, d, seed, sketch, rtol):

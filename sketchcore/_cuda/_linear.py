@@ -41,12 +41,28 @@ def _stacks(S1s, S2s, U1s, U2s, fct, acc, acc_np):
     return A, B
 
 
-def _convert(a_acc, ctype, acc, like_dtype):
-    """Accumulator array -> storage type ``ctype`` (same array when they agree)."""
+def _new(out, i, shape, dtype):
+    """``out[i]`` when the caller supplied it (checked), else a new CuPy array."""
     import cupy
-    if ctype == acc:
+    given = None if out is None else out[i]
+    if given is None:
+        return cupy.empty(shape, dtype=dtype)
+    if tuple(given.shape) != tuple(shape) or given.dtype != np.dtype(dtype) or not (
+            given.flags.c_contiguous):
+        raise ValueError(f"out[{i}]: expected a C-contiguous {np.dtype(dtype)} array of shape "
+                         f"{tuple(shape)}, got {given.dtype} {tuple(given.shape)}")
+    return given
+
+
+def _convert(a_acc, ctype, acc, like_dtype, out=None):
+    """Accumulator array -> storage type ``ctype`` (the same array when they agree and no
+    ``out`` is given)."""
+    if ctype == acc and out is None:
         return a_acc
-    out = cupy.empty(a_acc.shape, dtype=like_dtype)
+    out = _new(None if out is None else (out,), 0, a_acc.shape, like_dtype)
+    if ctype == acc:
+        out[...] = a_acc
+        return out
     n = a_acc.size
     launch(f"sc_gemm_finalize<{ctype}, {acc}>", (grid_size(n),), (256,),
            (i64(1), i64(n), a_acc, i64(n), out, i64(n), NULL))
@@ -63,7 +79,7 @@ def _types(x, S1s, storage):
     return xct, fct, acc, acc_np
 
 
-def sketched_linear_forward(x, S1s, S2s, U1s, U2s, bias=None, storage=None):
+def sketched_linear_forward(x, S1s, S2s, U1s, U2s, bias=None, storage=None, out=None):
     """``(y, hidden)`` for x (n, m), factors as in ``sketchcore.layers``; CuPy in, CuPy out.
 
     Parameters
@@ -74,6 +90,9 @@ def sketched_linear_forward(x, S1s, S2s, U1s, U2s, bias=None, storage=None):
     S2s, U1s : cupy.ndarray of shape (L, k, o)
         float32/float64, or x's 16-bit type.
     bias : cupy.ndarray of shape (o,) in x's storage type, optional
+    out : (y, hidden), optional
+        Preallocated C-contiguous results (shapes and dtypes as returned); lets a caller
+        hand in memory from its own allocator (the torch adapter does).
 
     Returns
     -------
@@ -86,15 +105,16 @@ def sketched_linear_forward(x, S1s, S2s, U1s, U2s, bias=None, storage=None):
     if xct in ("sc_half", "sc_bf16") and HALF_PRODUCTS == "tensor_core":
         return _tc_forward(cupy.ascontiguousarray(x), *(cupy.ascontiguousarray(a) for a in
                                                         (S1s, S2s, U1s, U2s)),
-                           None if bias is None else cupy.ascontiguousarray(bias), xct, fct)
+                           None if bias is None else cupy.ascontiguousarray(bias), xct, fct,
+                           out)
     n, m = x.shape
     L, _, k = S1s.shape
     o = S2s.shape[2]
     K = L * k
     A, B = _stacks(S1s, S2s, U1s, U2s, fct, acc, acc_np)
-    hidden = cupy.empty((n, 2 * K), dtype=acc_np)
+    hidden = _new(out, 1, (n, 2 * K), acc_np)
     gemm(n, 2 * K, m, Operand(x, xct, m, 1), Operand(A, acc, 2 * K, 1), hidden, acc, acc)
-    y = cupy.empty((n, o), dtype=x.dtype)
+    y = _new(out, 0, (n, o), x.dtype)
     gemm(n, o, 2 * K, Operand(hidden, acc, 2 * K, 1), Operand(B, acc, o, 1), y, xct, acc,
          alpha=1.0 / (2 * L), bias=bias)
     if xct in ("float", "double"):
@@ -103,7 +123,7 @@ def sketched_linear_forward(x, S1s, S2s, U1s, U2s, bias=None, storage=None):
 
 
 def sketched_linear_backward(g, x, hidden, S1s, S2s, U1s, U2s, has_bias, need_x=True,
-                             need_weights=True, storage=None):
+                             need_weights=True, storage=None, out=None):
     """``(grad_x, grad_S1s, grad_S2s, grad_bias)``; see ``sketchcore.layers``.
 
     ``hidden`` is the forward's second result or None (then recomputed: one more pass
@@ -117,7 +137,7 @@ def sketched_linear_backward(g, x, hidden, S1s, S2s, U1s, U2s, has_bias, need_x=
     if xct in ("sc_half", "sc_bf16") and HALF_PRODUCTS == "tensor_core":
         return _tc_backward(cupy.ascontiguousarray(g), cupy.ascontiguousarray(x), hidden,
                             *(cupy.ascontiguousarray(a) for a in (S1s, S2s, U1s, U2s)),
-                            has_bias, need_x, need_weights, xct, fct)
+                            has_bias, need_x, need_weights, xct, fct, out)
     n, m = x.shape
     L, _, k = S1s.shape
     o = S2s.shape[2]
@@ -133,7 +153,7 @@ def sketched_linear_backward(g, x, hidden, S1s, S2s, U1s, U2s, has_bias, need_x=
         gemm(n, width, o, Operand(g, xct, o, 1), Operand(B, acc, 1, o), G, acc, acc)
     if need_x:
         # grad_x = c G A^T (n, m): A^T's (k=r, n=i) = A[i, r] at i*2K + r.
-        gx = cupy.empty((n, m), dtype=x.dtype)
+        gx = _new(out, 0, (n, m), x.dtype)
         gemm(n, m, 2 * K, Operand(G, acc, 2 * K, 1), Operand(A, acc, 1, 2 * K), gx, xct, acc,
              alpha=c)
     if need_weights:
@@ -146,25 +166,32 @@ def sketched_linear_backward(g, x, hidden, S1s, S2s, U1s, U2s, has_bias, need_x=
         # grad_S1 = c x^T G[:, :K] (m, K): x^T's (i, kk) = x[kk*m + i]; for one term in the
         # factors' own precision the (m, K) layout already is S1s's (1, m, k).
         direct = L == 1 and fct == acc
-        gS1 = cupy.empty((m, K), dtype=acc_np) if not direct else cupy.empty((1, m, k), acc_np)
+        gS1 = cupy.empty((m, K), dtype=acc_np) if not direct else _new(out, 1, (1, m, k), acc_np)
         gemm(m, K, n, Operand(x, xct, 1, m), Operand(G, acc, G.shape[1], 1), gS1, acc, acc,
              alpha=c)
         if not direct:
-            out1 = cupy.empty(S1s.shape, dtype=S1s.dtype)
+            out1 = _new(out, 1, S1s.shape, S1s.dtype)
             launch(f"sc_unstack_s1<{fct}, {acc}>", (grid_size(m * K),), (256,),
                    (gS1, i32(L), i64(m), i32(k), out1))
             gS1 = out1
         # grad_S2 = c hidden[:, K:]^T g (K, o), already S2s's (L, k, o) layout.
-        gS2 = cupy.empty((L, k, o), dtype=acc_np)
+        gS2 = (_new(out, 2, (L, k, o), acc_np) if fct == acc
+               else cupy.empty((L, k, o), dtype=acc_np))
         gemm(K, o, n, Operand(hidden[:, K:], acc, 1, 2 * K), Operand(g, xct, o, 1), gS2, acc,
              acc, alpha=c)
-        gS2 = _convert(gS2, fct, acc, S1s.dtype)
+        if fct != acc:
+            gS2 = _convert(gS2, fct, acc, S1s.dtype, None if out is None else out[2])
     if has_bias:
-        gb_acc = cupy.zeros(o, dtype=acc_np)
+        if fct == acc:
+            gb_acc = _new(out, 3, (o,), acc_np)
+            gb_acc.fill(0)
+        else:
+            gb_acc = cupy.zeros(o, dtype=acc_np)
         rows = 256
         launch(f"sc_colsum<{xct}, {acc}>", (-(-o // 256), -(-n // rows)), (256,),
                (i64(n), i64(o), g, i64(o), gb_acc, i64(rows)))
-        gb = _convert(gb_acc, fct, acc, S1s.dtype)   # a parameter's gradient: factor dtype
+        gb = gb_acc if fct == acc else _convert(   # a parameter's gradient: factor dtype
+            gb_acc, fct, acc, S1s.dtype, None if out is None else out[3])
     return gx, gS1, gS2, gb
 
 
@@ -182,8 +209,16 @@ def _round16(W, rows, cols, ldw, out, ldo, xct):
            (i64(rows), i64(cols), W, i64(ldw), out, i64(ldo), NULL))
 
 
+def _tc_inner(K2):
+    """Inner dimension of the output product: 2K columns, the bias column, zero padding to
+    a multiple of 8. cuBLAS's tensor-core kernels want it so: with an odd inner dimension
+    (2K + 1) the product fell back to a path measured 5x slower on an H200."""
+    return -(-(K2 + 1) // 8) * 8
+
+
 def _tc_stacks(S1s, S2s, U1s, U2s, bias, fct, xct, xdtype):
-    """A16 = [S1s | U2s] (m, 2K) and Bext = [U1s ; S2s ; bias] (2K+1, o) in x's 16-bit type."""
+    """A16 = [S1s | U2s] (m, 2K) and Bext = [U1s ; S2s ; bias ; 0] (_tc_inner(2K), o) in x's
+    16-bit type."""
     import cupy
     L, m, k = S1s.shape
     o = S2s.shape[2]
@@ -191,45 +226,43 @@ def _tc_stacks(S1s, S2s, U1s, U2s, bias, fct, xct, xdtype):
     A32, B32 = _stacks(S1s, S2s, U1s, U2s, fct, "float", np.float32)
     A16 = cupy.empty((m, 2 * K), dtype=xdtype)
     _round16(A32, m, 2 * K, 2 * K, A16, 2 * K, xct)
-    B16 = cupy.empty((2 * K + 1, o), dtype=xdtype)
+    B16 = cupy.zeros((_tc_inner(2 * K), o), dtype=xdtype)
     _round16(B32, 2 * K, o, o, B16, o, xct)
     if bias is not None:
         B16[2 * K] = bias.view(xdtype) if bias.dtype != xdtype else bias
-    else:
-        B16[2 * K] = 0
     return A16, B16
 
 
 def _tc_hidden16(hidden, n, K2, L, xct, xdtype):
-    """[round16(hidden), 2L] (n, 2K+1) in rows of 16-byte multiples (tensor-core loads);
-    the constant column carries the bias row. Returns (array, leading dimension)."""
+    """[round16(hidden), 2L, 0...] (n, _tc_inner(K2)): the constant column carries the bias
+    row, the zero columns pad the inner dimension. Returns (array, leading dimension)."""
     import cupy
-    ld = -(-(K2 + 1) // 8) * 8
-    H16 = cupy.empty((n, ld), dtype=xdtype)
+    ld = _tc_inner(K2)
+    H16 = cupy.zeros((n, ld), dtype=xdtype)
     _round16(hidden, n, K2, K2, H16, ld, xct)
     H16[:, K2] = cupy.asarray(_bits_of(2 * L, xct), dtype=np.uint16).view(xdtype)
     return H16, ld
 
 
-def _tc_forward(x, S1s, S2s, U1s, U2s, bias, xct, fct):
-    import cupy
+def _tc_forward(x, S1s, S2s, U1s, U2s, bias, xct, fct, out=None):
     from sketchcore._cuda._tensorcore import Mat, gemm_rm
     n, m = x.shape
     L, _, k = S1s.shape
     o = S2s.shape[2]
     K2 = 2 * L * k
     A16, B16 = _tc_stacks(S1s, S2s, U1s, U2s, bias, fct, xct, x.dtype)
-    hidden = cupy.empty((n, K2), dtype=np.float32)
+    hidden = _new(out, 1, (n, K2), np.float32)
     gemm_rm(Mat(hidden.data.ptr, "float", n, K2, K2), Mat(x.data.ptr, xct, n, m, m),
             Mat(A16.data.ptr, xct, m, K2, K2))
     H16, ldh = _tc_hidden16(hidden, n, K2, L, xct, x.dtype)
-    y = cupy.empty((n, o), dtype=x.dtype)
-    gemm_rm(Mat(y.data.ptr, xct, n, o, o), Mat(H16.data.ptr, xct, n, K2 + 1, ldh),
-            Mat(B16.data.ptr, xct, K2 + 1, o, o), alpha=1.0 / (2 * L))
+    y = _new(out, 0, (n, o), x.dtype)
+    gemm_rm(Mat(y.data.ptr, xct, n, o, o), Mat(H16.data.ptr, xct, n, ldh, ldh),
+            Mat(B16.data.ptr, xct, ldh, o, o), alpha=1.0 / (2 * L))
     return y, hidden
 
 
-def _tc_backward(g, x, hidden, S1s, S2s, U1s, U2s, has_bias, need_x, need_weights, xct, fct):
+def _tc_backward(g, x, hidden, S1s, S2s, U1s, U2s, has_bias, need_x, need_weights, xct, fct,
+                 out=None):
     import cupy
     from sketchcore._cuda._tensorcore import Mat, gemm_rm
     n, m = x.shape
@@ -248,7 +281,7 @@ def _tc_backward(g, x, hidden, S1s, S2s, U1s, U2s, has_bias, need_x, need_weight
         G16 = cupy.empty((n, K2), dtype=x.dtype)
         _round16(G, n, K2, K2, G16, K2, xct)
     if need_x:
-        gx = cupy.empty((n, m), dtype=x.dtype)
+        gx = _new(out, 0, (n, m), x.dtype)
         gemm_rm(Mat(gx.data.ptr, xct, n, m, m), Mat(G16.data.ptr, xct, n, K2, K2),
                 Mat(A16.data.ptr, xct, K2, m, K2, t=True), alpha=c)
     if need_weights:
@@ -265,15 +298,16 @@ def _tc_backward(g, x, hidden, S1s, S2s, U1s, U2s, has_bias, need_x, need_weight
         gemm_rm(Mat(g2.data.ptr, "float", K, o, o),
                 Mat(H16.data.ptr + K * it, xct, K, n, K2, t=True),
                 Mat(g.data.ptr, xct, n, o, o), alpha=c)
-        out1 = cupy.empty(S1s.shape, dtype=S1s.dtype)
+        out1 = _new(out, 1, S1s.shape, S1s.dtype)
         launch(f"sc_unstack_s1<{fct}, float>", (grid_size(m * K),), (256,),
                (g1, i32(L), i64(m), i32(k), out1))
         gS1 = out1
-        gS2 = _convert(g2.reshape(L, k, o), fct, "float", S1s.dtype)
+        gS2 = _convert(g2.reshape(L, k, o), fct, "float", S1s.dtype,
+                       None if out is None else out[2])
     if has_bias:
         gb_acc = cupy.zeros(o, dtype=np.float32)
         rows = 256
         launch(f"sc_colsum<{xct}, float>", (-(-o // 256), -(-n // rows)), (256,),
                (i64(n), i64(o), g, i64(o), gb_acc, i64(rows)))
-        gb = _convert(gb_acc, fct, "float", S1s.dtype)
+        gb = _convert(gb_acc, fct, "float", S1s.dtype, None if out is None else out[3])
     return gx, gS1, gS2, gb

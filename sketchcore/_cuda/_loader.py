@@ -61,7 +61,6 @@ def name_expressions():
     for t in ("float", "double"):
         exprs += [f"sc_fill_uniform<{t}>", f"sc_fill_sign<{t}>", f"sc_fill_gaussian<{t}>",
                   f"sc_sparse_apply_smem<{t}>", f"sc_sparse_apply_atomic<{t}>",
-                  f"sc_sparse_apply_owned<{t}>",
                   f"sc_sparse_dense<{t}>", f"sc_fwht_pass<{t}>", f"sc_dense_block<{t}>"]
     for bm, bn in GEMM_TILES:
         for combo in gemm_combos():

@@ -13,65 +13,28 @@ _CHUNK = 128              # SC_SPARSE_CHUNK in sparse.cu
 _SMEM_BUDGET = 100 * 1024  # two blocks per multiprocessor on Hopper (228 KiB)
 
 
-#: Kernel for the left apply: "owned" (a warp per block of S's rows, plain shared-memory
-#: updates; row-major operands, ``nnz >= OWNED_MIN_NNZ``, Y's block rows fitting in shared
-#: memory), "red" (warp per row, vector reductions into Y in L2; float32, n % 4 == 0) or
-#: "smem" (shared-memory tile of Y per block, emulated shared atomics); see sparse.cu.
-#: "auto" takes the first that applies in that order. Set by measurement
-#: (bench/operators_gpu.py).
-LEFT_METHOD = "auto"
-#: CountSketch (one nonzero) would give the owned kernel one warp per block: "red" then.
-OWNED_MIN_NNZ = 4
-
-
-def _owned_tile(d, nnz, n, size):
-    """Columns per block of the owned kernel (32, 16 or 8) and its shared memory, or None."""
-    if nnz > 16:
-        return None
-    _, optin = device_properties()
-    bmax = -(-d // nnz)
-    for tn in (32, 16, 8):
-        if tn > 8 and tn >= 2 * n:
-            continue
-        smem = nnz * bmax * tn * size
-        if smem <= optin:
-            return tn, bmax, smem
-    return None
-
-
-def _apply_owned(A, m, n, lda, d, nnz, seed, stream, Y, ldy, tile):
-    tn, bmax, smem = tile
-    sms, optin = device_properties()
-    gx = -(-n // tn)
-    per_sm = max(1, min(optin, 227 * 1024) // smem)
-    gy = max(1, min(-(-m // 32), -(-2 * sms * per_sm // gx)))
-    rows = -(-m // gy)
-    rows = -(-rows // 32) * 32
-    gy = -(-m // rows)
-    launch(f"sc_sparse_apply_owned<{ctype_of(A)}>", (gx, gy), (32 * nnz,),
-           (A, i64(m), i64(n), i64(lda), i32(d), i32(nnz), u64(seed), u64(stream),
-            f64(1.0 / math.sqrt(nnz)), Y, i64(ldy), i32(tn), i32(bmax), i64(rows)),
-           shared_mem=smem)
-    return Y
+#: Kernel for the left float32/float64 apply: "red" (warp per row, vector reductions into Y
+#: in L2; float32 with n % 4 == 0, float64 with n even) or "smem" (shared-memory tile of Y
+#: per block, emulated shared atomics); see sparse.cu. Set by measurement
+#: (bench/operators_gpu.py). A kernel with a warp per block of S's rows and plain
+#: shared-memory updates (no atomics until the end) was tried and measured slower than
+#: "red" (2.9 against 2.3 ms for nnz = 8, d = 1024 on 1e6 x 256 float32): shared memory
+#: holds Y for only 32 columns at d = 1024, so each row's hashes are recomputed per tile.
+LEFT_METHOD = "red"
 
 
 def _apply(A, m, n, saj, sac, d, nnz, seed, stream, Y, syr, syc, method=None):
     """Y (zeroed) += S @ A with A's element (j, c) at A[j*saj + c*sac], Y's (row, c) likewise."""
     ct = ctype_of(A)
     method = LEFT_METHOD if method is None else method
-    if method in ("auto", "owned") and sac == 1 and syc == 1 and (
-            method == "owned" or nnz >= OWNED_MIN_NNZ):
-        tile = _owned_tile(d, nnz, n, np.dtype(A.dtype).itemsize)
-        if tile is not None:
-            return _apply_owned(A, m, n, saj, d, nnz, seed, stream, Y, syr, tile)
-    if method == "auto":
-        method = "red"
-    if (method == "red" and ct == "float" and sac == 1 and syc == 1 and n % 4 == 0
-            and saj % 4 == 0 and syr % 4 == 0 and A.data.ptr % 16 == 0
+    vec = 4 if ct == "float" else 2           # elements per 16-byte load
+    if (method == "red" and ct in ("float", "double") and sac == 1 and syc == 1
+            and n % vec == 0 and saj % vec == 0 and syr % vec == 0 and A.data.ptr % 16 == 0
             and Y.data.ptr % 16 == 0):
         sms, _ = device_properties()
         blocks = max(1, min(-(-m * 32 // 256), sms * 8))
-        launch("sc_sparse_apply_red", (blocks,), (256,),
+        launch("sc_sparse_apply_red" if ct == "float" else "sc_sparse_apply_red64",
+               (blocks,), (256,),
                (A, i64(m), i64(n), i64(saj), i32(d), i32(nnz), u64(seed), u64(stream),
                 f64(1.0 / math.sqrt(nnz)), Y, i64(syr)))
         return Y
@@ -112,8 +75,8 @@ def _check(d, nnz):
 def sparse_sign_left(A, d, nnz, seed, stream, method=None):
     """``S @ A`` for the sparse-sign operator S (d, m); A cupy.ndarray (m, n) -> (d, n).
 
-    ``method`` picks the kernel ("auto", "owned", "red", "smem"; default ``LEFT_METHOD``),
-    for benchmarks; one that does not apply to the input falls back to the next."""
+    ``method`` picks the kernel ("red", "smem"; default ``LEFT_METHOD``), for benchmarks;
+    "red" falls back to "smem" on inputs it does not take."""
     import cupy
     A = require_cupy_2d(A, "A")
     d, nnz = _check(d, nnz)
@@ -130,7 +93,7 @@ def sparse_sign_right(A, d, nnz, seed, stream):
     A = require_cupy_2d(A, "A")
     d, nnz = _check(d, nnz)
     n, m = A.shape
-    if (LEFT_METHOD in ("auto", "red") and A.dtype == cupy.float32 and n % 4 == 0 and m and n):
+    if (LEFT_METHOD == "red" and A.dtype == cupy.float32 and n % 4 == 0 and m and n):
         # A transposed copy (one pass over A) lets the row-per-warp reduction kernel run
         # on contiguous rows instead of the strided shared-memory kernel (timed against a
         # device copy in bench/operators_gpu.py, "CountSketch right").

@@ -44,6 +44,9 @@ def gemm_rm(C, A, B, alpha=1.0, beta=0.0):
     a = np.array(alpha, dtype=np.float32)
     b = np.array(beta, dtype=np.float32)
     handle = cupy.cuda.device.get_cublas_handle()
+    # CuPy's shared handle keeps whatever stream its last user set: bind it to the current
+    # one (torch's, inside the bridge), as CuPy's own matmul does before each call.
+    cublas.setStream(handle, cupy.cuda.get_current_stream().ptr)
     cublas.gemmEx(handle, _OP_T if B.t else _OP_N, _OP_T if A.t else _OP_N, N, M, K,
                   a.ctypes.data, B.ptr, _CUDA_R[B.ctype], B.ld, A.ptr, _CUDA_R[A.ctype], A.ld,
                   b.ctypes.data, C.ptr, _CUDA_R[C.ctype], C.ld, _COMPUTE_32F, _GEMM_DEFAULT)

@@ -136,86 +136,35 @@ extern "C" __global__ void sc_sparse_apply_red(const float* A, sc_i64 m, sc_i64 
     }
 }
 
-// Row-major A (m, n) and Y (d, n), no atomics in the inner loop. Block t of S's rows (the
-// rows that nonzero t of every column lands in, OSNAP layout) is owned by warp t of the
-// block, which keeps that block's rows for `tn` columns of Y in its own slice of shared
-// memory: for a column j of S, warp t adds +-A[j, cols] into its row h_t(j) with plain
-// loads and stores. The hardware has no native shared-memory float atomic (a CAS loop), and
-// the global vector reductions of sc_sparse_apply_red cost nnz L2 atomics per element of A;
-// here the only atomics are one per element of Y per block, at the end.
-// A warp covers 32 / tn rows of A at once (lane = group * tn + column) and 4 such rows per
-// lane per step; the step's row indices are checked for repeats (__match_any_sync) and a
-// step with a repeat is replayed one row at a time, so simultaneous stores never collide.
-// Launch: blockDim.x = 32 * nnz, shared memory nnz * bmax * tn * sizeof(T), bmax >= every
-// block's row count; gridDim.x covers the columns in tiles of tn, gridDim.y the rows of A.
-#define SC_OWNED_SKIP 0x7fffffff
-template <class T>
-__global__ void sc_sparse_apply_owned(const T* A, sc_i64 m, sc_i64 n, sc_i64 lda, int d,
-                                      int nnz, sc_u64 seed, sc_u64 stream, double scale, T* Y,
-                                      sc_i64 ldy, int tn, int bmax, sc_i64 rows_per_block) {
-    extern __shared__ __align__(16) unsigned char sc_smem[];
-    const int t = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    T* acc = reinterpret_cast<T*>(sc_smem) + (sc_i64)t * bmax * tn;
-    const int groups = 32 / tn, g = lane / tn, col = lane % tn;
-    const sc_i64 c = (sc_i64)blockIdx.x * tn + col;
-    const bool on = c < n;
-    const int lo = (int)(((sc_i64)t * d) / nnz);
-    const int bt = (int)(((sc_i64)(t + 1) * d) / nnz) - lo;
-    const T sv = (T)scale;
-    for (int e = lane; e < bt * tn; e += 32) acc[e] = (T)0;
-    __syncwarp();
-    const sc_i64 rbeg = (sc_i64)blockIdx.y * rows_per_block;
-    const sc_i64 rend = min(m, rbeg + rows_per_block);
-    const int rows_per_step = 4 * groups;
-    for (sc_i64 j0 = rbeg; j0 < rend; j0 += 32) {
-        // Lane i: local row (and sign bit) of row j0 + i of A in this warp's block.
-        int mine = SC_OWNED_SKIP;
-        if (j0 + lane < rend) {
-            const int h = sc_sparse_hash(seed, stream, j0 + lane, t, d, nnz);
-            mine = ((h & 0x7fffffff) - lo) | (h & (int)0x80000000);
-        }
-        for (int s = 0; s < 32; s += rows_per_step) {
-            int hv[4];
-            T a[4];
-#pragma unroll
-            for (int u = 0; u < 4; ++u) {
-                const int idx = s + u * groups + g;
-                hv[u] = __shfl_sync(0xffffffffu, mine, idx);
-                const sc_i64 j = j0 + idx;
-                a[u] = (on && hv[u] != SC_OWNED_SKIP) ? sv * A[j * lda + c] : (T)0;
-                if (hv[u] < 0) a[u] = -a[u];
-            }
-            // Repeated rows among the step's rows_per_step rows (lane i looks at row s + i).
-            const int cand = __shfl_sync(0xffffffffu, mine, s + (lane < rows_per_step ? lane : 0));
-            const int key = (lane < rows_per_step && cand != SC_OWNED_SKIP)
-                                ? (cand & 0x7fffffff) : (0x40000000 + lane);
-            const bool repeat = __popc(__match_any_sync(0xffffffffu, key)) > 1;
-            if (!__any_sync(0xffffffffu, repeat)) {
-                T old[4];
-#pragma unroll
-                for (int u = 0; u < 4; ++u)
-                    if (hv[u] != SC_OWNED_SKIP) old[u] = acc[(hv[u] & 0x7fffffff) * tn + col];
-#pragma unroll
-                for (int u = 0; u < 4; ++u)
-                    if (hv[u] != SC_OWNED_SKIP) acc[(hv[u] & 0x7fffffff) * tn + col] = old[u] + a[u];
-            } else {
-#pragma unroll
-                for (int u = 0; u < 4; ++u) {
-                    for (int gg = 0; gg < groups; ++gg) {
-                        if (g == gg && hv[u] != SC_OWNED_SKIP)
-                            acc[(hv[u] & 0x7fffffff) * tn + col] += a[u];
-                        __syncwarp();
-                    }
+// float64 twin of sc_sparse_apply_red (row-major A and Y, n even, 16-byte aligned rows):
+// one warp per row of A read as double2, two native double atomics per nonzero and element
+// pair (sm_60+). Replaces the shared-memory kernel, whose double atomics are CAS loops.
+extern "C" __global__ void sc_sparse_apply_red64(const double* A, sc_i64 m, sc_i64 n,
+                                                 sc_i64 lda, int d, int nnz, sc_u64 seed,
+                                                 sc_u64 stream, double scale, double* Y,
+                                                 sc_i64 ldy) {
+    const int lane = threadIdx.x & 31;
+    const sc_i64 warp = ((sc_i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const sc_i64 nwarps = ((sc_i64)gridDim.x * blockDim.x) >> 5;
+    for (sc_i64 j = warp; j < m; j += nwarps) {
+        for (int t0 = 0; t0 < nnz; t0 += 32) {
+            const int cnt = min(32, nnz - t0);
+            const int mine = lane < cnt ? sc_sparse_hash(seed, stream, j, t0 + lane, d, nnz) : 0;
+            for (sc_i64 c0 = 0; c0 < n; c0 += 64) {   // whole warp per iteration (shuffles)
+                const sc_i64 c = c0 + 2 * lane;
+                const bool on = c < n;
+                double2 a = make_double2(0.0, 0.0);
+                if (on) a = *reinterpret_cast<const double2*>(A + j * lda + c);
+                const double x = scale * a.x, y = scale * a.y;
+                for (int tt = 0; tt < cnt; ++tt) {
+                    const int h = __shfl_sync(0xffffffffu, mine, tt);
+                    double* dst = Y + (sc_i64)(h & 0x7fffffff) * ldy + c;
+                    if (!on) continue;
+                    atomicAdd(dst, h < 0 ? -x : x);
+                    atomicAdd(dst + 1, h < 0 ? -y : y);
                 }
             }
         }
-    }
-    __syncwarp();
-    for (int e = lane; e < bt * tn; e += 32) {
-        const int r = e / tn, cc = e % tn;
-        const sc_i64 cy = (sc_i64)blockIdx.x * tn + cc;
-        const T v = acc[e];
-        if (cy < n && v != (T)0) atomicAdd(&Y[(sc_i64)(lo + r) * ldy + cy], v);
     }
 }
 

@@ -9,7 +9,7 @@ variance of the estimator.
 """
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, strategies as st
 from scipy.linalg import hadamard
 from threadpoolctl import threadpool_info, threadpool_limits
 

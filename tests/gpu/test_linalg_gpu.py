@@ -133,8 +133,11 @@ def test_cqrrpt_gram_route_on_cupy(monkeypatch, dtype):
     assert taken == [True]
     Qh, Rh, Jh = cupy.asnumpy(Q), cupy.asnumpy(R), cupy.asnumpy(J)
     import scipy.linalg as sl
-    np.testing.assert_array_equal(Jh, sl.qr(A.astype(np.float64), pivoting=True,
-                                            mode="economic")[2])
+    J_qrcp = sl.qr(A.astype(np.float64), pivoting=True, mode="economic")[2]
+    # Same greedy order as a column-pivoted QR (float32: the leading pivots, where the
+    # remaining norms are far apart compared with float32 rounding).
+    lead = n if dtype == np.float64 else 10
+    np.testing.assert_array_equal(Jh[:lead], J_qrcp[:lead])
     eps = np.finfo(dtype).eps
     assert np.linalg.norm(A[:, Jh] - Qh @ Rh) / np.linalg.norm(A) <= 10 * n * eps
     assert np.linalg.norm(Qh.T @ Qh - np.eye(n)) <= 10 * n * eps

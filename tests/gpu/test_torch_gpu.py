@@ -1,5 +1,4 @@
 """sketchcore_torch on CUDA: SKLinear, the custom ops, streams and autocast (needs a GPU)."""
-import numpy as np
 import pytest
 
 pytestmark = pytest.mark.gpu
