@@ -130,18 +130,27 @@ def breakdown(m=100_000, n=256):
     b2 = rng.standard_normal(m2)
     S2 = make_sketch("sparse_sign", 4 * n2, m2, 0, np.float64)
     SA2 = timed("lstsq sketch S @ A (float64)", lambda: S2 @ A2)
-    timed("lstsq device QR of the sketch", lambda: _lstsq._device_full_rank_r(SA2, 1e-12, 0))
+    timed("lstsq device Cholesky QR of the sketch", lambda: _lstsq._device_cholesky_r(SA2))
     P = cupy.asarray(np.ones((n2, 1)))
     timed("lstsq A P and A^T (A P)", lambda: A2.T @ (A2 @ P))
     timed("whole lstsq", lambda: sc.linalg.lstsq(A2, b2, tol=1e-10, seed=0))
     import cProfile
     import pstats
-    prof = cProfile.Profile()
-    prof.enable()
-    sc.linalg.cqrrpt(A, seed=0)
-    cupy.cuda.Device().synchronize()
-    prof.disable()
-    pstats.Stats(prof).sort_stats("tottime").print_stats(12)
+    # Host profiles: an ill-conditioned cqrrpt (sketch route) and the GPU lstsq.
+    U, _ = cupy.linalg.qr(A)
+    V, _ = cupy.linalg.qr(cupy.random.default_rng(1).standard_normal((n, n), dtype=A.dtype))
+    Ab = cupy.ascontiguousarray((U * cupy.logspace(0, -5, n, dtype=A.dtype)) @ V.T)
+    for name, fn in (("cqrrpt cond 1e5", lambda: sc.linalg.cqrrpt(Ab, seed=0)),
+                     ("lstsq", lambda: sc.linalg.lstsq(A2, b2, tol=1e-10, seed=0))):
+        fn()
+        cupy.cuda.Device().synchronize()
+        prof = cProfile.Profile()
+        prof.enable()
+        fn()
+        cupy.cuda.Device().synchronize()
+        prof.disable()
+        print(f"host profile {name}")
+        pstats.Stats(prof).sort_stats("tottime").print_stats(14)
 
 
 if __name__ == "__main__":

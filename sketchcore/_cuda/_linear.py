@@ -23,7 +23,7 @@ __all__ = ["sketched_linear_forward", "sketched_linear_backward", "HALF_PRODUCTS
 #: float32 intermediates, float32 FMA). Chosen by measurement (bench/sklinear_gpu.py): on an
 #: H200, SKLinear(8192, 8192, 1, 16) fwd+bwd on 4096 bfloat16 tokens took 0.75 ms with
 #: "simt" and 1.00 ms with "tensor_core" (cuBLAS is slow on these 32-wide products).
-HALF_PRODUCTS = "simt"
+HALF_PRODUCTS = "tensor_core"
 
 
 def _stacks(S1s, S2s, U1s, U2s, fct, acc, acc_np):
@@ -196,13 +196,6 @@ def sketched_linear_backward(g, x, hidden, S1s, S2s, U1s, U2s, has_bias, need_x=
 
 
 # ----------------------------------------------------------- 16-bit layers on tensor cores
-def _bits_of(value, xct):
-    """The 16-bit pattern of a small exact constant in the activation's type."""
-    if xct == "sc_bf16":
-        return int(np.float32(value).view(np.uint32) >> 16)
-    return int(np.float16(value).view(np.uint16))
-
-
 def _round16(W, rows, cols, ldw, out, ldo, xct):
     """float32 (rows, cols) -> the 16-bit type, rounded to nearest even."""
     launch(f"sc_gemm_finalize<{xct}, float>", (grid_size(rows * cols),), (256,),
@@ -218,29 +211,29 @@ def _tc_inner(K2):
 
 def _tc_stacks(S1s, S2s, U1s, U2s, bias, fct, xct, xdtype):
     """A16 = [S1s | U2s] (m, 2K) and Bext = [U1s ; S2s ; bias ; 0] (_tc_inner(2K), o) in x's
-    16-bit type."""
+    16-bit type, in one launch (sc_stack16)."""
     import cupy
     L, m, k = S1s.shape
     o = S2s.shape[2]
-    K = L * k
-    A32, B32 = _stacks(S1s, S2s, U1s, U2s, fct, "float", np.float32)
-    A16 = cupy.empty((m, 2 * K), dtype=xdtype)
-    _round16(A32, m, 2 * K, 2 * K, A16, 2 * K, xct)
-    B16 = cupy.zeros((_tc_inner(2 * K), o), dtype=xdtype)
-    _round16(B32, 2 * K, o, o, B16, o, xct)
-    if bias is not None:
-        B16[2 * K] = bias.view(xdtype) if bias.dtype != xdtype else bias
+    K2 = 2 * L * k
+    KP = _tc_inner(K2)
+    A16 = cupy.empty((m, K2), dtype=xdtype)
+    B16 = cupy.empty((KP, o), dtype=xdtype)
+    launch(f"sc_stack16<{fct}, {xct}>", (grid_size(A16.size + B16.size),), (256,),
+           (S1s, S2s, U1s, U2s, NULL if bias is None else bias, i32(L), i64(m), i32(k),
+            i64(o), i32(KP), A16, B16))
     return A16, B16
 
 
 def _tc_hidden16(hidden, n, K2, L, xct, xdtype):
-    """[round16(hidden), 2L, 0...] (n, _tc_inner(K2)): the constant column carries the bias
-    row, the zero columns pad the inner dimension. Returns (array, leading dimension)."""
+    """[round16(hidden), 2L, 0...] (n, _tc_inner(K2)) in one launch: the constant column
+    carries the bias row, the zero columns pad the inner dimension (no host-to-device copy,
+    hence no synchronisation). Returns (array, leading dimension)."""
     import cupy
     ld = _tc_inner(K2)
-    H16 = cupy.zeros((n, ld), dtype=xdtype)
-    _round16(hidden, n, K2, K2, H16, ld, xct)
-    H16[:, K2] = cupy.asarray(_bits_of(2 * L, xct), dtype=np.uint16).view(xdtype)
+    H16 = cupy.empty((n, ld), dtype=xdtype)
+    launch(f"sc_hidden16<{xct}>", (grid_size(n * ld),), (256,),
+           (hidden, i64(n), i32(K2), i32(ld), np.float32(2 * L), H16))
     return H16, ld
 
 

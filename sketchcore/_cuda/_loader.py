@@ -74,6 +74,9 @@ def name_expressions():
         acc = "double" if t == "double" else "float"
         exprs += [f"sc_gemm_finalize<{t}, {acc}>", f"sc_colsum<{t}, {acc}>",
                   f"sc_stack_factors<{t}, {acc}>", f"sc_unstack_s1<{t}, {acc}>"]
+    for t16 in ("sc_half", "sc_bf16"):     # tensor-core operands: factors float or x's type
+        exprs += [f"sc_stack16<float, {t16}>", f"sc_stack16<{t16}, {t16}>",
+                  f"sc_hidden16<{t16}>"]
     return exprs
 
 

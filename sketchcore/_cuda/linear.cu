@@ -3,6 +3,8 @@
 // sc_stack_factors: A = [S1s[0] .. S1s[L-1] | U2s[0] .. U2s[L-1]] (m, 2K) and
 // B = [U1s ; S2s] (2K, o), K = L k, in the accumulation type, in one launch.
 // sc_unstack_s1: the (m, K) gradient of A's S1 half back to the (L, m, k) layout of S1s.
+// sc_stack16 / sc_hidden16: the 16-bit operands of the tensor-core products (_tensorcore.py),
+// each in one launch: [S1s | U2s] and [U1s ; S2s ; bias ; 0], and [hidden | 2L | 0].
 #include "common.cuh"
 
 template <class TF, class Acc>
@@ -34,5 +36,48 @@ __global__ void sc_unstack_s1(const Acc* G, int L, sc_i64 m, int k, TF* out) {
         const sc_i64 r = e / K, c = e % K;
         const sc_i64 i = c / k, q = c % k;
         sc_store(out + (i * m + r) * k + q, G[e]);
+    }
+}
+
+// A16 = [S1s | U2s] (m, 2K) and B16 = [U1s ; S2s ; bias ; 0] (KP, o), KP > 2K, in the
+// activations' 16-bit type (nearest even); bias may be null (a zero row).
+template <class TF, class T>
+__global__ void sc_stack16(const TF* S1s, const TF* S2s, const TF* U1s, const TF* U2s,
+                           const T* bias, int L, sc_i64 m, int k, sc_i64 o, int KP, T* A,
+                           T* B) {
+    const sc_i64 K = (sc_i64)L * k, K2 = 2 * K;
+    const sc_i64 na = m * K2, total = na + (sc_i64)KP * o;
+    for (sc_i64 e = blockIdx.x * (sc_i64)blockDim.x + threadIdx.x; e < total;
+         e += (sc_i64)gridDim.x * blockDim.x) {
+        if (e < na) {
+            const sc_i64 r = e / K2, c = e % K2;
+            const sc_i64 cc = c < K ? c : c - K;
+            const sc_i64 i = cc / k, q = cc % k;
+            const TF* src = c < K ? S1s : U2s;
+            A[e] = sc_from_f<T>(sc_to_float(src[(i * m + r) * k + q]));
+        } else {
+            const sc_i64 f = e - na;
+            const sc_i64 row = f / o, j = f % o;
+            if (row == K2 && bias != nullptr) {
+                B[f] = bias[j];
+            } else {
+                const float v = row < K ? sc_to_float(U1s[row * o + j])
+                              : row < K2 ? sc_to_float(S2s[(row - K) * o + j]) : 0.0f;
+                B[f] = sc_from_f<T>(v);
+            }
+        }
+    }
+}
+
+// H16 (n, ld) = [hidden | c | 0 ...] for float hidden (n, K2), ld > K2, in 16 bits.
+template <class T>
+__global__ void sc_hidden16(const float* hidden, sc_i64 n, int K2, int ld, float c, T* H) {
+    const sc_i64 total = n * ld;
+    for (sc_i64 e = blockIdx.x * (sc_i64)blockDim.x + threadIdx.x; e < total;
+         e += (sc_i64)gridDim.x * blockDim.x) {
+        const sc_i64 i = e / ld;
+        const int col = (int)(e % ld);
+        const float v = col < K2 ? hidden[i * K2 + col] : (col == K2 ? c : 0.0f);
+        H[e] = sc_from_f<T>(v);
     }
 }

@@ -159,8 +159,9 @@ def lstsq(A, b, tol=1e-10, seed=None, *, sketch="sparse_sign", sketch_size=None,
     # (_device_cholesky_r); otherwise the (d, n) sketch goes to the host for the pivoted QR
     # (O(d n^2) LAPACK). Every pass over A, and LSQR's vectors, stay where A is.
     dev = _device_cholesky_r(SA) if xp is not np else None
+    Rinv = None
     if dev is not None:
-        R, smax, smin = dev
+        R, Rinv, smax, smin = dev
         r, J = n, np.arange(n)
     else:
         F = np.array(_to_host(SA), dtype=dtype, order="F", copy=True)
@@ -188,9 +189,9 @@ def lstsq(A, b, tol=1e-10, seed=None, *, sketch="sparse_sign", sketch_size=None,
     # for the whole solve so that its busy-waiting workers never compete with it.
     with (blas_single_thread() if ops.fused else contextlib.nullcontext()):
         z, stats = _lsqr_preconditioned(ops, B2, R, z0, tol_used, max_iter, d, eps,
-                                        1.0 / smin)
+                                        1.0 / smin, Rinv)
     x = xp.zeros((n, kcols), dtype=dtype)
-    x[Jx, :] = solve_triangular(R, z).astype(dtype, copy=False)
+    x[Jx, :] = (solve_triangular(R, z) if Rinv is None else Rinv @ z).astype(dtype, copy=False)
     it, conv, err, rnorm, arnorm = stats
     info = LstsqInfo(it, _shape(conv, vector), _shape(err, vector), _shape(rnorm, vector),
                      _shape(arnorm, vector), r, d, tol_used, seed)
@@ -219,7 +220,7 @@ CHOLESKY_SKETCH_BUDGET = 0.1
 
 
 def _device_cholesky_r(SA, power_steps=30):
-    """``(R, smax, smin)`` for a CuPy sketch by Cholesky QR on the GPU (``SA^T SA = R^T R``),
+    """``(R, inv(R), smax, smin)`` for a CuPy sketch by Cholesky QR on the GPU (``SA^T SA = R^T R``),
     or None when that is not accurate enough (``CHOLESKY_SKETCH_BUDGET``) or R is singular:
     the caller then pivots on the host. ``smax``, ``smin``: estimates of R's extreme
     singular values by ``power_steps`` power-iteration steps on ``R^T R`` and its inverse
@@ -254,7 +255,7 @@ def _device_cholesky_r(SA, power_steps=30):
     smin = 1.0 / sinv
     if eps * (smax / smin) ** 2 > CHOLESKY_SKETCH_BUDGET:
         return None
-    return R, smax, smin
+    return R, Rinv, smax, smin
 
 
 def _shape(v, vector):
@@ -305,22 +306,27 @@ class _Normal:
         return (self.A.T @ U)[self.J, :]
 
 
-def _lsqr_preconditioned(ops, Bm, R, z0, tol, max_iter, d, eps, rinv_norm):
+def _lsqr_preconditioned(ops, Bm, R, z0, tol, max_iter, d, eps, rinv_norm, Rinv=None):
     """LSQR (Paige & Saunders 1982) on ``M = A[:, J] R^-1``, all columns of Bm at once.
 
     Runs on A's backend (``ops.xp``): on a GPU every vector stays there and each iteration
     synchronises once, for the convergence test. ``rinv_norm`` is ``||R^-1||_2``, which
-    turns the bound on ``z`` into one on ``x``. Returns ``z`` and host statistics."""
+    turns the bound on ``z`` into one on ``x``. ``Rinv``: an explicit inverse to multiply by
+    instead of the triangular solves (a GEMM launch is cheaper than a solve on the GPU; any
+    invertible right preconditioner gives the same least-squares solution ``x = Rinv z``,
+    its accuracy only sets LSQR's convergence rate). Returns ``z`` and host statistics."""
     xp = ops.xp
     solve_triangular = _solver(xp)
     r = R.shape[0]
     dtype = ops.A.dtype
 
     def apply_Rinv(Y):
-        return solve_triangular(R, Y).astype(dtype, copy=False)
+        out = solve_triangular(R, Y) if Rinv is None else Rinv @ Y
+        return out.astype(dtype, copy=False)
 
     def apply_RinvT(Y):
-        return solve_triangular(R, Y, trans="T").astype(dtype, copy=False)
+        out = solve_triangular(R, Y, trans="T") if Rinv is None else Rinv.T @ Y
+        return out.astype(dtype, copy=False)
 
     def colnorm(X):
         return xp.linalg.norm(X.astype(np.float64, copy=False), axis=0)
@@ -389,7 +395,7 @@ def _lsqr_preconditioned(ops, Bm, R, z0, tol, max_iter, d, eps, rinv_norm):
         rnorm = xp.where(active, phibar, rnorm)
         arnorm = xp.where(active, phibar * alpha_new * xp.abs(c), arnorm)
         znorm = colnorm(z)
-        xnorm = colnorm(solve_triangular(R, z))
+        xnorm = colnorm(apply_Rinv(z))
         bound = rinv_norm * arnorm / snorm_lo
         err = xp.where(active, bound / xp.where(xnorm > 0, xnorm, 1), err)
         tiny = rnorm <= 10 * eps * (bnorm + znorm)   # consistent system solved
