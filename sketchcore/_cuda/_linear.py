@@ -21,8 +21,11 @@ __all__ = ["sketched_linear_forward", "sketched_linear_backward", "HALF_PRODUCTS
 #: Products of 16-bit layers: "tensor_core" (cuBLAS, 16-bit operands, float32 accumulation;
 #: see ``_tensorcore``) or "simt" (gemm.cu: the 16-bit activation against float32 factors and
 #: float32 intermediates, float32 FMA). Chosen by measurement (bench/sklinear_gpu.py): on an
-#: H200, SKLinear(8192, 8192, 1, 16) fwd+bwd on 4096 bfloat16 tokens took 0.75 ms with
-#: "simt" and 1.00 ms with "tensor_core" (cuBLAS is slow on these 32-wide products).
+#: H200, SKLinear(8192, 8192, 1, 16) fwd+bwd on 4096 16-bit tokens takes 0.50 ms of GPU time
+#: with "tensor_core" (each product 40-55 us) against 0.82 ms with "simt". Earlier
+#: tensor-core timings were slower and erratic for two reasons fixed since: cuBLAS ran on
+#: whatever stream CuPy's shared handle last had, and the bias row made the inner
+#: dimension odd (2K + 1), which cuBLAS ran 5x slower (now padded to a multiple of 8).
 HALF_PRODUCTS = "tensor_core"
 
 

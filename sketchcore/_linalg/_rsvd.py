@@ -15,7 +15,7 @@ from sketchcore.random import resolve_seed, gaussian, make_stream
 from sketchcore._linalg._common import (check_matrix, check_positive_float, make_sketch,
                                         check_sketch_kind, check_finite_via,
                                         blas_single_thread, extreme_singular_values_upper)
-from sketchcore._linalg._split import thin_product, gram, cast, blas_threads
+from sketchcore._linalg._split import thin_product, gram, cast, blas_threads, split_session
 
 __all__ = ["rsvd", "range_finder", "RankWarning"]
 
@@ -82,12 +82,13 @@ def _cholesky_passes(Y, passes, parts):
         d = np.abs(np.diagonal(R))
         if not np.isfinite(R).all() or d.min() <= 0:
             return None
+        Rinv = np.triu(solve_triangular(R, np.eye(R.shape[0], dtype=R.dtype),
+                                        check_finite=False))
         if step == 0:
-            smax, smin = extreme_singular_values_upper(R)
+            smax, smin = extreme_singular_values_upper(R, Rinv=Rinv.astype(np.float64))
             if smin == 0 or (smax / smin) ** 2 * eps > 1e-6:
                 return None
-        Rinv = solve_triangular(R, np.eye(R.shape[0], dtype=R.dtype), check_finite=False)
-        Q = thin_product(Q, np.triu(Rinv), parts=parts)
+        Q = thin_product(Q, Rinv, parts=parts)
     return Q
 
 
@@ -128,8 +129,15 @@ def range_finder(A, size, n_iter=2, seed=None, sketch="gaussian", *, power_dtype
     n_iter = check_size(n_iter, "n_iter", minimum=0)
     check_sketch_kind(sketch)
     power_dtype = _check_power_dtype(power_dtype)
-    Q = _range(A, size, n_iter, resolve_seed(seed), sketch, power_dtype)
+    with _session(A):
+        Q = _range(A, size, n_iter, resolve_seed(seed), sketch, power_dtype)
     return xp_of(Q).ascontiguousarray(Q)
+
+
+def _session(A):
+    """``split_session`` for NumPy input (see ``_split``); nothing for CuPy."""
+    import contextlib
+    return split_session() if xp_of(A) is np else contextlib.nullcontext()
 
 
 def _check_power_dtype(power_dtype):
@@ -274,7 +282,8 @@ def rsvd(A, k=None, oversample=10, n_iter=2, seed=None, sketch="gaussian", *, to
         oversample = check_size(oversample, "oversample", minimum=0)
         check_sketch_kind(sketch)
         power_dtype = _check_power_dtype(power_dtype)
-        return _rsvd_fixed(A, k, oversample, n_iter, seed, sketch, power_dtype)
+        with _session(A):
+            return _rsvd_fixed(A, k, oversample, n_iter, seed, sketch, power_dtype)
     if power_dtype is not None:
         raise ValueError("power_dtype applies to the fixed-rank mode (k given) only")
     tol = check_positive_float(tol, "tol", maximum=1.0)

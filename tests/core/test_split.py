@@ -82,3 +82,17 @@ def test_cast_matches_astype(fortran):
         out = cast(A, np.float32)
     assert out.flags.c_contiguous and out.dtype == np.float32
     np.testing.assert_array_equal(out, A.astype(np.float32))
+
+
+def test_split_session_fixes_the_split_and_keeps_blas_on_one_thread():
+    from sketchcore._cpu._threads import _get_controller
+    from sketchcore._linalg._split import split_session, blas_threads
+
+    def current():
+        return max(lc.num_threads for lc in _get_controller().select(user_api="blas")
+                   .lib_controllers)
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        with split_session() as parts:
+            assert parts == 2 and blas_threads() == 2 and current() == 1
+        assert current() == 2 and blas_threads() == 2
