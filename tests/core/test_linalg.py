@@ -627,3 +627,20 @@ def test_read_only_and_strided_inputs():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         L.rsvd(A, 5, seed=0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("r", [7, 50, 130])
+def test_cqrrpt_blocked_triangular_solve(dtype, r):
+    # The preconditioning solve X R^-1 runs in column blocks (GEMM updates + small trsm);
+    # it must agree with one triangular solve to rounding, for ragged last blocks too.
+    from sketchcore._linalg._cqrrpt import _Pool
+    from sketchcore._backend import get_backend
+    rng = _rng(40)
+    X = rng.standard_normal((500, r)).astype(dtype)
+    R = (np.triu(rng.standard_normal((r, r))) + 3 * np.sqrt(r) * np.eye(r)).astype(dtype)
+    ref = sl.solve_triangular(R.astype(np.float64).T, X.astype(np.float64).T, lower=True).T
+    pool = _Pool(get_backend(X))
+    got = pool.trsm_right_upper(np.asfortranarray(X), np.asfortranarray(R))
+    assert got.shape == (500, r)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=100 * r * EPS[dtype] * np.abs(ref).max())
