@@ -644,3 +644,19 @@ def test_cqrrpt_blocked_triangular_solve(dtype, r):
     got = pool.trsm_right_upper(np.asfortranarray(X), np.asfortranarray(R))
     assert got.shape == (500, r)
     np.testing.assert_allclose(got, ref, rtol=0, atol=100 * r * EPS[dtype] * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("decay", [0.9, 0.3])
+def test_rsvd_small_svd_both_routes(decay):
+    # The short-wide projection's SVD goes through CholeskyQR2 of B^T when B is well
+    # conditioned (decay 0.9 over 30 rows) and through LAPACK otherwise (0.3: cond ~ 1e15).
+    from sketchcore._linalg._rsvd import _svd_small, _cholesky_basis
+    rng = _rng(41)
+    B = _with_spectrum(30, 400, decay ** np.arange(30), rng).astype(np.float64)
+    assert (_cholesky_basis(B.T, passes=2) is not None) == (decay == 0.9)
+    U, s, Vt = _svd_small(B)
+    s_ref = np.linalg.svd(B, compute_uv=False)
+    np.testing.assert_allclose(s, s_ref, rtol=1e-10, atol=1e-14 * s_ref[0])
+    assert np.linalg.norm(B - (U * s) @ Vt) <= 1e-13 * np.linalg.norm(B)
+    np.testing.assert_allclose(U.T @ U, np.eye(30), atol=1e-13)
+    np.testing.assert_allclose(Vt @ Vt.T, np.eye(30), atol=1e-13)

@@ -51,10 +51,11 @@ def test_thin_product_default_parts_follow_blas_threads(monkeypatch):
                         [work(i) for i in range(parts)])
     M = np.ones((2048, 8))
     with threadpool_limits(limits=2, user_api="blas"):
-        thin_product(M, np.ones((8, 2)))
+        out = thin_product(M, np.ones((8, 2)))
     with threadpool_limits(limits=1, user_api="blas"):
         thin_product(M, np.ones((8, 2)))
     assert calls == [2]
+    np.testing.assert_array_equal(out, np.full((2048, 2), 8.0))
 
 
 def test_thin_product_strided_input_is_not_split():
