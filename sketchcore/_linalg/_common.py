@@ -1,9 +1,10 @@
 """Shared pieces of the randomized factorizations: argument checks, sketch construction,
 finiteness checks that ride on the sketch, and small dense helpers.
 
-Small matrices (``n x n`` triangular factors, the ``d x n`` sketch) are handled on the host
-with NumPy/LAPACK whatever the backend of the big operand: they cost O(n^3) against the
-O(m n^2) of the passes over the data.
+The helpers for small matrices (``n x n`` triangular factors, the ``d x n`` sketch) work on
+the host with NumPy/LAPACK: they cost O(n^3) against the O(m n^2) of the passes over the
+data. (For CuPy input the GPU paths keep some small steps on the device where a host round
+trip would cost more: the inverse in cqrrpt's Gram route, lstsq's Cholesky QR of the sketch.)
 """
 import math
 import numbers
