@@ -11,6 +11,8 @@ sketch-free route for well-conditioned input (:func:`_gram_pivoted`). ``rsvd`` a
 
 import numpy as np
 
+from sketchcore._linalg._cqrrpt import _inv_upper   # explicit triangular inverse (xTRTRI)
+
 __all__ = ["cqrrpt"]
 
 #: Second Cholesky QR pass when the first one's orthogonality bound eps * cond(Rc)^2 exceeds
@@ -33,11 +35,6 @@ def _host_lapack():
     """BLAS on one thread for the small host factorizations (as on the CPU path)."""
     from sketchcore._cpu._threads import blas_single_thread
     return blas_single_thread()
-
-
-def _inv_upper(R):
-    from scipy.linalg import solve_triangular
-    return np.triu(solve_triangular(R, np.eye(R.shape[0], dtype=R.dtype), check_finite=False))
 
 
 def _direct(A, J1, G=None):
@@ -93,8 +90,10 @@ def _gram_pivoted(A, rtol):
     Returns
     -------
     (out, G)
-        ``out``: ``(Q, R, J)`` as CuPy arrays, or None when the sketch's route is needed;
-        ``G``: the host float64 Gram matrix (None if A is wide), reused by that route.
+        ``out``: ``(Q, R, J)`` as CuPy arrays; or, when the sketch's route is needed,
+        ``"ill-conditioned"`` (full rank, but the condition check failed: the direct path
+        would fail it too) or None; ``G``: the host float64 Gram matrix (None if A is wide),
+        reused by that route.
     """
     import cupy
     from cupyx.scipy.linalg import solve_triangular
@@ -129,7 +128,7 @@ def _gram_pivoted(A, rtol):
     Gs = Gd[Jd][:, Jd] / dJ[:, None] / dJ[None, :]
     cond1 = float(cupy.abs(Gs).sum(axis=0).max() * cupy.abs(Gs_inv).sum(axis=0).max())
     if not cond1 <= REORTH_UNITS / POCON_MARGIN:
-        return None, G
+        return "ill-conditioned", G
     W = cupy.zeros((n, n), dtype=A.dtype)
     W[Jd] = Rinv
     return (A @ W, Rd, Jd), G
@@ -141,21 +140,31 @@ def cqrrpt(A, d, seed, sketch, rtol):
     Called by ``sketchcore.linalg.cqrrpt`` after its argument checks, with the sketch size
     ``d``, the resolved ``seed``, the ``sketch`` kind and the rank threshold ``rtol``. A full
     rank A that is well conditioned up to column scaling takes ``_gram_pivoted`` (two GEMMs,
-    no sketch). Otherwise the CPU path's algorithm: sketch, ``geqp3`` of the sketch on the
-    host; the direct Cholesky QR from ``A^T A`` with the sketch's pivots when accurate;
-    else ``A[:, J1] Rs11^-1`` formed with a triangular solve (backward stable for any
+    no sketch); otherwise ``_sketch_route``, with every host BLAS/LAPACK call of the small
+    matrices on one thread: on a many-core host a threaded OpenBLAS costs more to wake for
+    these 256 x 256 solves than they take, and leaves spinning workers behind (measured on
+    the H200 machine's 16-core host: the sketch route of a 100000 x 256 float32 cqrrpt took
+    40 ms with its condition estimates and inverses on 16 threads, 12 ms on one)."""
+    fast, G = _gram_pivoted(A, rtol)
+    if isinstance(fast, tuple):
+        return fast
+    with _host_lapack():
+        return _sketch_route(A, d, seed, sketch, rtol, fast, G)
+
+
+def _sketch_route(A, d, seed, sketch, rtol, fast, G):
+    """The CPU path's algorithm for a CuPy matrix the Gram route declined (``fast``, ``G``:
+    its verdict and host Gram matrix): sketch, ``geqp3`` of the sketch on the host; the
+    direct Cholesky QR from ``A^T A`` with the sketch's pivots when accurate; else
+    ``A[:, J1] Rs11^-1`` formed with a triangular solve (backward stable for any
     conditioning) and factored, with a second pass when the first one's orthogonality bound
-    asks for it.
-    """
+    asks for it."""
     import cupy
     from sketchcore import _cpu
     from sketchcore._linalg._common import (make_sketch, rank_from_diagonal,
                                             extreme_singular_values_upper)
     m, n = A.shape
     dtype = A.dtype
-    fast, G = _gram_pivoted(A, rtol)
-    if fast is not None:
-        return fast
     SA = make_sketch(sketch, d, m, seed, dtype) @ A if d < m else A
     B = np.asfortranarray(cupy.asnumpy(SA))
     if not np.isfinite(B).all():
@@ -174,7 +183,9 @@ def cqrrpt(A, d, seed, sketch, rtol):
     # The direct Cholesky QR is tried first: its own check (cond(R)^2 <= REORTH_UNITS, after
     # column equilibration) decides, and a failure costs one Gram pass (a GEMM) on the GPU,
     # less than estimating the sketch's condition number on the host beforehand.
-    out = _direct(A, J[:r], G)
+    # Skipped when the Gram route found all n columns too ill-conditioned: the same columns
+    # in another order fail the same test.
+    out = None if (fast == "ill-conditioned" and r == n) else _direct(A, J[:r], G)
     if out is not None:
         X, R1 = out
         Rc = None
@@ -191,7 +202,10 @@ def cqrrpt(A, d, seed, sketch, rtol):
             if r == 0:
                 return empty
         Rc = np.triu(G)
-        smax, smin = extreme_singular_values_upper(Rc, seed=seed)
+        # The inverse serves the condition estimate (products instead of solves) and, in the
+        # usual one-pass case, the multiply below.
+        Rc_inv = _inv_upper(Rc) if np.all(np.diagonal(Rc) != 0) else None
+        smax, smin = extreme_singular_values_upper(Rc, seed=seed, Rinv=Rc_inv)
         if smin == 0 or (smax / smin) ** 2 > REORTH_UNITS:
             X = _solve_right_upper(X, Rc)
             G2 = np.asfortranarray(cupy.asnumpy(X.T @ X))
@@ -202,7 +216,7 @@ def cqrrpt(A, d, seed, sketch, rtol):
                 X = _solve_right_upper(X, R2)
                 Rc = R2 @ Rc
         else:   # Rc is well conditioned: multiplying by its inverse is accurate and fast
-            X = X @ cupy.asarray(_inv_upper(Rc).astype(dtype))
+            X = X @ cupy.asarray(Rc_inv.astype(dtype))
         R1 = Rc @ Rs[:r, :r]
     R = np.empty((r, n), dtype=np.float64)
     R[:, :r] = R1
