@@ -91,8 +91,9 @@ def _cuda_view(t):
     Built from the data pointer rather than through DLPack: ``cupy.from_dlpack`` took
     about 80 us of host time per tensor under the profiler on the H200 machine (torch's
     ``__dlpack__`` queries the current stream and device several times), for 13 tensors
-    per forward+backward, which left the layer host-bound. The stream ordering DLPack would arrange is already given: every kernel is
-    launched on torch's current stream (``cuda_stream``)."""
+    per forward+backward, which left the layer host-bound. The stream ordering DLPack would
+    arrange is already given: every kernel is launched on torch's current stream
+    (``cuda_stream``)."""
     import cupy
     if t is None:
         return None

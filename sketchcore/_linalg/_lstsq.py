@@ -65,8 +65,9 @@ def lstsq(A, b, tol=1e-10, seed=None, *, sketch="sparse_sign", sketch_size=None,
     1. sketch ``S A`` and ``S b`` (``S`` of shape ``(d, m)``, default ``d = 4 n``; no sketch
        when ``d >= m``);
     2. pivoted QR ``S A[:, J] = Q_s R`` (LAPACK ``geqp3``); the numerical rank ``r`` is read
-       off ``R``'s diagonal as in :func:`cqrrpt` (for CuPy input an unpivoted QR of the
-       sketch on the GPU is used instead when it shows a comfortably full rank);
+       off ``R``'s diagonal as in :func:`cqrrpt` (for CuPy input a Cholesky QR of the
+       sketch on the GPU is used instead when it is accurate enough, which implies full
+       rank);
     3. warm start from the sketched solution ``z0 = Q_s^T S b`` when it beats ``z = 0``
        (compared by the true residual: ``||b - M z||^2 = ||r*||^2 + ||M (z - z*)||^2``, so
        the smaller residual is the smaller error);
@@ -220,11 +221,12 @@ CHOLESKY_SKETCH_BUDGET = 0.1
 
 
 def _device_cholesky_r(SA, power_steps=30):
-    """``(R, inv(R), smax, smin)`` for a CuPy sketch by Cholesky QR on the GPU (``SA^T SA = R^T R``),
-    or None when that is not accurate enough (``CHOLESKY_SKETCH_BUDGET``) or R is singular:
-    the caller then pivots on the host. ``smax``, ``smin``: estimates of R's extreme
-    singular values by ``power_steps`` power-iteration steps on ``R^T R`` and its inverse
-    (one synchronisation), from inside like ``extreme_singular_values_upper``.
+    """``(R, inv(R), smax, smin)`` for a CuPy sketch by Cholesky QR on the GPU
+    (``SA^T SA = R^T R``), or None when that is not accurate enough
+    (``CHOLESKY_SKETCH_BUDGET``) or R is singular: the caller then pivots on the host.
+    ``smax``, ``smin``: estimates of R's extreme singular values by ``power_steps``
+    power-iteration steps on ``R^T R`` and its inverse (one synchronisation), from inside
+    like ``extreme_singular_values_upper``.
 
     Any R with ``S A = Q R`` preconditions as well as the pivoted one (``A R^-1`` is well
     conditioned because S embeds range(A)); pivoting is needed only to find and drop

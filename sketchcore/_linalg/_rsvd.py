@@ -5,6 +5,7 @@ The products with ``A`` run on all BLAS threads; the factorizations of the thin 
 QR, the small SVD) run on one: they are latency-bound, and a threaded OpenBLAS spinning on a
 shared machine makes them 10-100x slower than one thread does.
 """
+import contextlib
 import math
 import warnings
 
@@ -15,8 +16,7 @@ from sketchcore.random import resolve_seed, gaussian, make_stream
 from sketchcore._linalg._common import (check_matrix, check_positive_float, make_sketch,
                                         check_sketch_kind, check_finite_via,
                                         blas_single_thread, extreme_singular_values_upper)
-from sketchcore._linalg._split import (thin_product, gram, inner, cast, blas_threads,
-                                       split_session)
+from sketchcore._linalg._split import thin_product, gram, inner, cast, split_session
 
 __all__ = ["rsvd", "range_finder", "RankWarning"]
 
@@ -65,17 +65,16 @@ def _cholesky_basis(Y, passes):
     # Everything on one BLAS thread: threaded workers of SciPy's OpenBLAS left busy-waiting
     # after even a small threaded call would slow the split products that follow on the same
     # cores (measured: 75 instead of 42 ms per product with A).
-    parts = blas_threads()
-    with blas_single_thread():
-        return _cholesky_passes(Y, passes, parts)
+    with split_session():
+        return _cholesky_passes(Y, passes)
 
 
-def _cholesky_passes(Y, passes, parts):
+def _cholesky_passes(Y, passes):
     from scipy.linalg import cholesky, solve_triangular, LinAlgError
     eps = float(np.finfo(Y.dtype).eps)
     Q = Y
     for step in range(passes):
-        G = gram(Q, parts=parts)
+        G = gram(Q)
         try:
             R = cholesky(G, lower=False, check_finite=False)
         except LinAlgError:
@@ -89,7 +88,7 @@ def _cholesky_passes(Y, passes, parts):
             smax, smin = extreme_singular_values_upper(R, Rinv=Rinv.astype(np.float64))
             if smin == 0 or (smax / smin) ** 2 * eps > 1e-6:
                 return None
-        Q = thin_product(Q, Rinv, parts=parts)
+        Q = thin_product(Q, Rinv)
     return Q
 
 
@@ -137,7 +136,6 @@ def range_finder(A, size, n_iter=2, seed=None, sketch="gaussian", *, power_dtype
 
 def _session(A):
     """``split_session`` for NumPy input (see ``_split``); nothing for CuPy."""
-    import contextlib
     return split_session() if xp_of(A) is np else contextlib.nullcontext()
 
 
@@ -165,19 +163,15 @@ def _range(A, size, n_iter, seed, sketch, power_dtype=None):
     if sketch in ("gaussian", "sign") and xp_of(A) is np:
         # A dense test matrix of `size` rows is no bigger than Y: materialise it and let one
         # threaded gemm do the product (same entries as S @ ..., by the operator contract).
-        Y = _times(Aw, S.to_dense().astype(Aw.dtype, copy=False).T)
+        Y = thin_product(Aw, S.to_dense().astype(Aw.dtype, copy=False).T)
     else:
         Y = Aw @ S.T
     check_finite_via(Y, A=A)
     for i in range(n_iter):
-        Z = _orth_lu(_times(Aw.T, _orth_lu(Y)))
-        Y = _times(A, Z.astype(A.dtype, copy=False)) if i == n_iter - 1 else _times(Aw, Z)
+        Z = _orth_lu(thin_product(Aw.T, _orth_lu(Y)))
+        Y = (thin_product(A, Z.astype(A.dtype, copy=False)) if i == n_iter - 1
+             else thin_product(Aw, Z))
     return _orth_final(Y)
-
-
-def _times(M, X):
-    """``M @ X`` for a thin ``X`` (see ``_split.thin_product``): a Fortran-ordered result."""
-    return thin_product(M, X)
 
 
 def _orth_final(Y):
@@ -325,7 +319,7 @@ def _rsvd_fixed(A, k, oversample, n_iter, seed, sketch, power_dtype=None):
     M = A.T if m < n else A  # tall view: the sketch embeds the smaller dimension
     ell = min(k + oversample, min(m, n))
     Q = _range(M, ell, n_iter, seed, sketch, power_dtype)
-    Ub, s, Vt = _svd_small(_times(M.T, Q).T)
+    Ub, s, Vt = _svd_small(thin_product(M.T, Q).T)
     U = thin_product(Q, Ub[:, :k], rowmajor=True)
     s, Vt = s[:k], Vt[:k]
     if m < n:
