@@ -81,6 +81,19 @@ def main():
             t = torch_time(module)
             bench.add(case, "sketchcore_torch SKLinear", t, baseline="nn.Linear")
             bench.add(case, "sketchcore_torch SKLinear ", t, baseline="plain torch factor math")
+            # The same layer replayed as CUDA graphs: no Python on the way, so the GPU
+            # time shows (the eager layer is host-bound at this size).
+            graphed = torch.cuda.make_graphed_callables(layer, (x,))
+
+            def module_graphed():
+                x.grad = None
+                layer.zero_grad(set_to_none=True)
+                graphed(x).backward(g)
+
+            t = torch_time(module_graphed)
+            bench.add(case, "sketchcore_torch SKLinear, CUDA graph", t, baseline="nn.Linear")
+            bench.add(case, "sketchcore_torch SKLinear, CUDA graph ", t,
+                      baseline="plain torch factor math")
         except Exception as exc:   # report, never hide: the table says what did not run
             bench.notes.append(f"sketchcore_torch SKLinear {dname} did not run: "
                                f"{type(exc).__name__}: {exc}")
@@ -105,6 +118,10 @@ def main():
         del x, g, lin
     bench.notes.append("Targets: >= 1.5x plain torch factor math (float32, bfloat16); "
                        ">= 30x nn.Linear float32, >= 5x bfloat16.")
+    bench.notes.append("Eager rows are timed per call from an idle GPU, so Python host time "
+                       "counts where it exceeds the GPU's (the eager layer's and the direct "
+                       "kernel calls' are); 'CUDA graph' rows replay the same layer captured by "
+                       "torch.cuda.make_graphed_callables (no Python per call).")
     print(bench.write(dev))
 
 
@@ -191,6 +208,8 @@ def breakdown():
     # Where the torch layer spends its time beyond the kernels.
     import torch
     import sketchcore_torch as pr
+    host_primitives()
+    host_split()
     for dtype in (torch.float32, torch.bfloat16):
         layer = pr.nn.SKLinear(IN, OUT, L, k, device="cuda", dtype=dtype)
         xt = torch.randn(N, IN, device="cuda", dtype=dtype, requires_grad=True)
@@ -224,9 +243,194 @@ def breakdown():
         pstats.Stats(pr_).sort_stats("tottime").print_stats(25)
 
 
+def _alloc_in_bridge(t):
+    import cupy
+    from sketchcore_torch._bridge import cuda_stream
+    with cuda_stream(t.device):
+        return cupy.empty(1024, dtype=cupy.float32)
+
+
+def host_split():
+    """Host time (GPU idle at the start of each call) of the layer's forward, backward and
+    both, per dtype, and where the backward's goes: the autograd Function's backward, the
+    adapter's CUDA path, the core kernels' entry point. What the GPU waits for when the
+    layer is host-bound."""
+    import statistics
+    import time
+    import torch
+    import sketchcore
+    import sketchcore_torch as pr
+    from sketchcore_torch import _ops
+    N, IN, OUT, L, k = 4096, 8192, 8192, 1, 16
+    spans = {}
+
+    def timed(name, fn):
+        def wrapper(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spans.setdefault(name, []).append(time.perf_counter() - t0)
+        return wrapper
+
+    patches = [(_ops._EagerSKLinear, "backward"), (_ops, "_cuda_backward"),
+               (sketchcore._cuda, "sketched_linear_backward"), (_ops, "_cuda_forward"),
+               (sketchcore._cuda, "sketched_linear_forward")]
+    # Raw attributes (the staticmethod object for the class) so that restoring is exact.
+    saved = [(obj, name, vars(obj)[name]) for obj, name in patches]
+    for obj, name, raw in saved:
+        wrapped = timed(f"{getattr(obj, '__name__', obj)}.{name}", getattr(obj, name))
+        setattr(obj, name, staticmethod(wrapped) if isinstance(obj, type) else wrapped)
+    try:
+        for dtype in (torch.float32, torch.bfloat16):
+            layer = pr.nn.SKLinear(IN, OUT, L, k, device="cuda", dtype=dtype)
+            x = torch.randn(N, IN, device="cuda", dtype=dtype, requires_grad=True)
+            g = torch.randn(N, OUT, device="cuda", dtype=dtype)
+            parts = {"forward": [], "backward": [], "backward, GPU idle": [],
+                     "no_grad forward": []}
+            for i in range(60):
+                if i == 10:
+                    spans.clear()
+                x.grad = None
+                layer.zero_grad(set_to_none=True)
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                y = layer(x)
+                t1 = time.perf_counter()
+                y.backward(g)
+                t2 = time.perf_counter()
+                torch.cuda.synchronize()
+                x.grad = None
+                layer.zero_grad(set_to_none=True)
+                y = layer(x)
+                torch.cuda.synchronize()
+                t3 = time.perf_counter()
+                y.backward(g)
+                t4 = time.perf_counter()
+                torch.cuda.synchronize()
+                with torch.no_grad():
+                    t5 = time.perf_counter()
+                    layer(x)
+                    t6 = time.perf_counter()
+                if i >= 10:
+                    parts["forward"].append(t1 - t0)
+                    parts["backward"].append(t2 - t1)
+                    parts["backward, GPU idle"].append(t4 - t3)
+                    parts["no_grad forward"].append(t6 - t5)
+            parts.update(_reference_host_times(x, g, dtype))
+            for name, ts in list(parts.items()) + sorted(spans.items()):
+                print(f"host split {str(dtype):15s} {name:40s} "
+                      f"{statistics.median(ts) * 1e6:8.1f} us", flush=True)
+            spans.clear()
+    finally:
+        for obj, name, raw in saved:
+            setattr(obj, name, raw)
+
+
+def _reference_host_times(x, g, dtype):
+    """Host time of a do-nothing autograd.Function's backward and of the plain-torch
+    factor math (forward, backward): what torch itself costs on this machine."""
+    import time
+    import torch
+    L, k = 1, 16
+
+    class Identity(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, a):
+            return a.view_as(a)
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad
+
+    S1 = torch.randn(L, x.shape[1], k, device="cuda", dtype=dtype, requires_grad=True)
+    S2 = torch.randn(L, k, g.shape[1], device="cuda", dtype=dtype, requires_grad=True)
+    U1 = torch.randn(L, k, g.shape[1], device="cuda", dtype=dtype)
+    U2 = torch.randn(L, x.shape[1], k, device="cuda", dtype=dtype)
+    out = {"trivial Function backward": [], "plain torch forward": [],
+           "plain torch backward": []}
+    for i in range(40):
+        x.grad = S1.grad = S2.grad = None
+        torch.cuda.synchronize()
+        y = Identity.apply(x)
+        t0 = time.perf_counter()
+        y.backward(x)
+        t1 = time.perf_counter()
+        x.grad = None
+        torch.cuda.synchronize()
+        t2 = time.perf_counter()
+        y = ((x @ S1[0]) @ U1[0] + (x @ U2[0]) @ S2[0]) / 2
+        t3 = time.perf_counter()
+        y.backward(g)
+        t4 = time.perf_counter()
+        if i >= 10:
+            out["trivial Function backward"].append(t1 - t0)
+            out["plain torch forward"].append(t3 - t2)
+            out["plain torch backward"].append(t4 - t3)
+    return out
+
+
+def host_primitives():
+    """Host microseconds per call of the building blocks the torch layer is made of."""
+    import time
+    import cupy
+    import numpy as np
+    import torch
+    from sketchcore._cuda._loader import launch, kernel
+    from sketchcore._cuda._common import i64, NULL
+    from sketchcore._cuda._tensorcore import Mat, gemm_rm
+    from sketchcore_torch._ops import _cuda_view
+    from sketchcore_torch._bridge import cuda_stream
+    t = torch.zeros(64, device="cuda")
+    a = cupy.zeros(64, dtype=cupy.float32)
+    b = cupy.zeros(64, dtype=cupy.float32)
+    fn = kernel("sc_gemm_finalize<float, float>")
+    stream = cupy.cuda.get_current_stream()
+    h = torch.zeros((8, 8), device="cuda")
+
+    def stream_context():
+        with cuda_stream(t.device):
+            pass
+
+    cases = {
+        "launch() helper": lambda: launch("sc_gemm_finalize<float, float>", (1,), (64,),
+                                          (i64(1), i64(64), a, i64(64), b, i64(64), NULL)),
+        "Function call, arrays": lambda: fn((1,), (64,), (i64(1), i64(64), a, i64(64), b,
+                                                           i64(64), NULL), stream=stream),
+        "Function call, pointers": lambda: fn((1,), (64,), (i64(1), i64(64), np.uint64(a.data.ptr),
+                                                             i64(64), np.uint64(b.data.ptr),
+                                                             i64(64), NULL), stream=stream),
+        "cupy.empty": lambda: cupy.empty((64,), dtype=cupy.float32),
+        "cupy.zeros": lambda: cupy.zeros((64,), dtype=cupy.float32),
+        "torch.empty": lambda: torch.empty((64,), device="cuda"),
+        "tensor.new_empty": lambda: t.new_empty((64,)),
+        "_cuda_view": lambda: _cuda_view(t),
+        "cuda_stream enter+exit": stream_context,
+        "torch-backed CuPy alloc 4 KiB": lambda: _alloc_in_bridge(t),
+        "torch.cuda.current_stream": lambda: torch.cuda.current_stream(),
+        "gemm_rm 8x8": lambda: gemm_rm(Mat(h.data_ptr(), "float", 8, 8, 8),
+                                       Mat(h.data_ptr(), "float", 8, 8, 8),
+                                       Mat(h.data_ptr(), "float", 8, 8, 8)),
+        "torch.mm 8x8": lambda: torch.mm(h, h),
+    }
+    for name, fn_ in cases.items():
+        for _ in range(50):
+            fn_()
+        n = 2000
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn_()
+        dt = (time.perf_counter() - t0) / n
+        torch.cuda.synchronize()
+        print(f"host primitive {name:28s} {dt * 1e6:8.2f} us", flush=True)
+
+
 if __name__ == "__main__":
     import sys
     if "--breakdown" in sys.argv:
         breakdown()
+    elif "--host" in sys.argv:      # host-side costs only (primitives, layer split)
+        host_primitives()
+        host_split()
     else:
         main()

@@ -93,34 +93,76 @@ def to_tensor(a, like=None):
 _external_streams = {}   # (device index, torch stream handle) -> cupy.cuda.ExternalStream
 
 
+_torch_allocators = {}   # device index -> CuPy allocator drawing from torch's caching allocator
+
+
+def _torch_allocator(index):
+    """A CuPy allocator (size -> MemoryPointer) backed by torch's caching allocator.
+
+    Inside the bridge, CuPy's temporaries come from torch's allocator rather than from
+    CuPy's own pool: one pool for the whole process (no memory parked in a second cache
+    that torch cannot reuse, and ``torch.cuda.memory_allocated`` sees it all), blocks
+    tied to torch's current stream like torch's own temporaries, and CUDA-graph capture
+    (``torch.cuda.graph``, ``make_graphed_callables``) takes them from the graph's private
+    pool instead of memory CuPy would hand out again after the capture."""
+    alloc = _torch_allocators.get(index)
+    if alloc is None:
+        import cupy
+        device = torch.device("cuda", index)
+
+        def alloc(size):
+            block = torch.empty(size, dtype=torch.uint8, device=device)
+            return cupy.cuda.MemoryPointer(
+                cupy.cuda.UnownedMemory(block.data_ptr(), size, block, index), 0)
+
+        _torch_allocators[index] = alloc
+    return alloc
+
+
 class cuda_stream:
-    """Context manager: CuPy's current device and stream = torch's current ones on ``device``.
+    """Context manager: CuPy's current device and stream = torch's current ones on
+    ``device``, and CuPy's allocator = torch's (see ``_torch_allocator``).
 
     Kernels launched by CuPy inside it are ordered with torch's work on that stream, which
-    is what makes the DLPack exchange safe without extra synchronisation.
+    is what makes the DLPack exchange safe without extra synchronisation. Entered twice per
+    layer call, so it keeps to the cheap calls: torch's raw stream handle rather than a
+    ``torch.cuda.Stream`` object (6 us), and no device switch when CuPy is already on it.
     """
+
+    __slots__ = ("device", "_prev_device", "_stream", "_alloc")
 
     def __init__(self, device):
         self.device = torch.device(device)
-        self._ctx = []
+        self._prev_device = None
+        self._stream = None
+        self._alloc = None
 
     def __enter__(self):
         import cupy
         index = self.device.index if self.device.index is not None else torch.cuda.current_device()
-        dev = cupy.cuda.Device(index)
-        dev.__enter__()
-        self._ctx.append(dev)
-        handle = torch.cuda.current_stream(index).cuda_stream
+        current = cupy.cuda.runtime.getDevice()
+        if current != index:
+            cupy.cuda.runtime.setDevice(index)
+            self._prev_device = current
+        handle = torch._C._cuda_getCurrentRawStream(index)
         stream = _external_streams.get((index, handle))
         if stream is None:
             # One CuPy wrapper per torch stream (creating one costs tens of microseconds).
             stream = _external_streams[(index, handle)] = cupy.cuda.ExternalStream(handle,
                                                                                    index)
         stream.__enter__()
-        self._ctx.append(stream)
+        self._stream = stream
+        self._alloc = cupy.cuda.using_allocator(_torch_allocator(index))
+        self._alloc.__enter__()
         return stream
 
     def __exit__(self, *exc):
-        while self._ctx:
-            self._ctx.pop().__exit__(*exc)
+        import cupy
+        self._alloc.__exit__(*exc)
+        self._alloc = None
+        self._stream.__exit__(*exc)
+        self._stream = None
+        if self._prev_device is not None:
+            cupy.cuda.runtime.setDevice(self._prev_device)
+            self._prev_device = None
         return False

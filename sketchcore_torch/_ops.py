@@ -85,29 +85,51 @@ _CUPY_DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.float1
                 torch.bfloat16: "int16"}   # bfloat16 travels as its bits
 
 
+_views = {}          # (address, shape, dtype, device) -> CuPy view (see _cuda_view)
+_VIEW_CACHE_SIZE = 256
+
+
 def _cuda_view(t):
-    """A CuPy array over a contiguous CUDA tensor's memory (kept alive through it).
+    """A CuPy array over a CUDA tensor's memory, contiguous (copied when it is not).
 
     Built from the data pointer rather than through DLPack: ``cupy.from_dlpack`` took
     about 80 us of host time per tensor under the profiler on the H200 machine (torch's
     ``__dlpack__`` queries the current stream and device several times), for 13 tensors
     per forward+backward, which left the layer host-bound. The stream ordering DLPack would
     arrange is already given: every kernel is launched on torch's current stream
-    (``cuda_stream``)."""
+    (``cuda_stream``).
+
+    A view of a contiguous tensor is a pure function of (address, shape, dtype, device), so
+    it is cached under that key (parameters every call; activations too, since torch's
+    caching allocator hands the same blocks back each step): building one costs about 4 us.
+    Cached views own nothing; the caller's tensor keeps the memory alive while the kernels
+    that use the view are queued, as the stream-ordered allocator requires. A copy made for
+    a non-contiguous tensor is kept alive by its (uncached) view instead."""
     import cupy
     if t is None:
         return None
-    if not t.is_contiguous():
+    contiguous = t.is_contiguous()
+    if contiguous:
+        key = (t.data_ptr(), t.shape, t.dtype, t.get_device())
+        view = _views.get(key)
+        if view is not None:
+            return view
+    else:
         t = t.contiguous()
     dtype = _CUPY_DTYPES[t.dtype]
     if t.numel() == 0:
         return cupy.empty(tuple(t.shape), dtype=dtype)
-    mem = cupy.cuda.UnownedMemory(t.data_ptr(), t.numel() * t.element_size(), t,
-                                  t.device.index)
-    return cupy.ndarray(tuple(t.shape), dtype=dtype, memptr=cupy.cuda.MemoryPointer(mem, 0))
+    mem = cupy.cuda.UnownedMemory(t.data_ptr(), t.numel() * t.element_size(),
+                                  None if contiguous else t, t.get_device())
+    view = cupy.ndarray(tuple(t.shape), dtype=dtype, memptr=cupy.cuda.MemoryPointer(mem, 0))
+    if contiguous:
+        if len(_views) >= _VIEW_CACHE_SIZE:
+            _views.clear()
+        _views[key] = view
+    return view
 
 
-def _cuda_forward(x, S1s, S2s, U1s, U2s, bias):
+def _cuda_forward(x, S1s, S2s, U1s, U2s, bias, saved=None):
     from sketchcore import _cuda
     from sketchcore_torch._bridge import cuda_stream
     storage = "bfloat16" if x.dtype == torch.bfloat16 else None
@@ -121,26 +143,35 @@ def _cuda_forward(x, S1s, S2s, U1s, U2s, bias):
     with cuda_stream(x.device):
         args = [_cuda_view(t) for t in (x, S1s, S2s, U1s, U2s, bias)]
         _cuda.sketched_linear_forward(*args, storage=storage,
-                                      out=(_cuda_view(y), _cuda_view(hidden)))
+                                      out=(_cuda_view(y), _cuda_view(hidden)), saved=saved)
     return y, hidden
 
 
-def _cuda_backward(grad_y, x, hidden, S1s, S2s, U1s, U2s, has_bias, need_x, need_weights):
+def _cuda_backward(grad_y, x, hidden, S1s, S2s, U1s, U2s, has_bias, need_x, need_weights,
+                   saved=None):
     from sketchcore import _cuda
     from sketchcore_torch._bridge import cuda_stream
     storage = "bfloat16" if x.dtype == torch.bfloat16 else None
     if grad_y.dtype != x.dtype:
         grad_y = grad_y.to(x.dtype)
     # Gradients in torch's allocator (see _cuda_forward); the parameters' in the factors'
-    # dtype, as the kernels return them.
+    # dtype, as the kernels return them. grad_bias right after grad_S2s in one block: the
+    # 16-bit kernels then fill both with one product.
+    L, k, o = S2s.shape
+    gS2 = gb = None
+    if need_weights and has_bias:
+        both = S1s.new_empty(((L * k + 1) * o,))
+        gS2, gb = both[:L * k * o].view(S2s.shape), both[L * k * o:]
+    elif need_weights:
+        gS2 = S1s.new_empty(S2s.shape)
+    elif has_bias:
+        gb = S1s.new_empty((o,))
     grads = (x.new_empty(x.shape) if need_x else None,
-             S1s.new_empty(S1s.shape) if need_weights else None,
-             S1s.new_empty(S2s.shape) if need_weights else None,
-             S1s.new_empty((S2s.shape[2],)) if has_bias else None)
+             S1s.new_empty(S1s.shape) if need_weights else None, gS2, gb)
     with cuda_stream(x.device):
         args = [_cuda_view(t) for t in (grad_y, x, hidden, S1s, S2s, U1s, U2s)]
         _cuda.sketched_linear_backward(*args, has_bias, need_x, need_weights, storage=storage,
-                                       out=tuple(_cuda_view(t) for t in grads))
+                                       out=tuple(_cuda_view(t) for t in grads), saved=saved)
     out = []
     for g, ref in zip(grads, (x, S1s, S2s, S2s)):
         if g is None:
@@ -150,9 +181,10 @@ def _cuda_backward(grad_y, x, hidden, S1s, S2s, U1s, U2s, has_bias, need_x, need
     return tuple(out)
 
 
-def _forward_impl(x, S1s, S2s, U1s, U2s, bias):
+def _forward_impl(x, S1s, S2s, U1s, U2s, bias, saved=None):
+    """Kernels of the forward; ``saved`` (a dict) collects what the CUDA backward reuses."""
     if _cuda_ok(x, S1s):   # GPU engineer: CUDA fast path (below the CPU path's helpers)
-        return _cuda_forward(x, S1s, S2s, U1s, U2s, bias)
+        return _cuda_forward(x, S1s, S2s, U1s, U2s, bias, saved)
     cdt = _compute_dtype(x.dtype)
     arrays, backend = _arrays(cdt, x, S1s, S2s, U1s, U2s, bias)
     y, hidden = backend.sketched_linear_forward(*arrays)
@@ -160,10 +192,11 @@ def _forward_impl(x, S1s, S2s, U1s, U2s, bias):
     return (y.to(x.dtype) if y.dtype != x.dtype else y), to_tensor(hidden, like=x)
 
 
-def _backward_impl(grad_y, x, hidden, S1s, S2s, U1s, U2s, has_bias, need_x, need_weights):
+def _backward_impl(grad_y, x, hidden, S1s, S2s, U1s, U2s, has_bias, need_x, need_weights,
+                   saved=None):
     if _cuda_ok(x, S1s):   # GPU engineer: CUDA fast path
         return _cuda_backward(grad_y, x, hidden, S1s, S2s, U1s, U2s, has_bias, need_x,
-                              need_weights)
+                              need_weights, saved)
     cdt = _compute_dtype(x.dtype)
     arrays, backend = _arrays(cdt, grad_y, x, hidden, S1s, S2s, U1s, U2s)
     grads = backend.sketched_linear_backward(*arrays, has_bias, need_x, need_weights)
@@ -251,14 +284,22 @@ class _EagerSKLinear(torch.autograd.Function):
     # arguments through inspect.signature on every call (~20 us).
     @staticmethod
     def forward(ctx, x, S1s, S2s, U1s, U2s, bias):
-        out = _forward_impl(x, S1s, S2s, U1s, U2s, bias)
+        # On CUDA the forward's stacked factors (and 16-bit hidden state) go to the backward.
+        ctx.kernel_saved = {} if x.is_cuda else None
+        out = _forward_impl(x, S1s, S2s, U1s, U2s, bias, ctx.kernel_saved)
         _forward_setup(ctx, (x, S1s, S2s, U1s, U2s, bias), out)
         return out
 
     @staticmethod
     def backward(ctx, grad_y, grad_hidden):
-        backward = (torch.ops.sketchcore.sklinear_backward if torch.is_grad_enabled()
-                    else _backward_impl)
+        if torch.is_grad_enabled():
+            backward = torch.ops.sketchcore.sklinear_backward
+        else:
+            saved = ctx.kernel_saved
+            ctx.kernel_saved = None          # used once: free the intermediates with it
+
+            def backward(*args):
+                return _backward_impl(*args, saved=saved)
         return _input_grads(ctx, grad_y, backward)
 
 

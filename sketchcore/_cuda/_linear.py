@@ -82,7 +82,8 @@ def _types(x, S1s, storage):
     return xct, fct, acc, acc_np
 
 
-def sketched_linear_forward(x, S1s, S2s, U1s, U2s, bias=None, storage=None, out=None):
+def sketched_linear_forward(x, S1s, S2s, U1s, U2s, bias=None, storage=None, out=None,
+                            saved=None):
     """``(y, hidden)`` for x (n, m), factors as in ``sketchcore.layers``; CuPy in, CuPy out.
 
     Parameters
@@ -96,6 +97,10 @@ def sketched_linear_forward(x, S1s, S2s, U1s, U2s, bias=None, storage=None, out=
     out : (y, hidden), optional
         Preallocated C-contiguous results (shapes and dtypes as returned); lets a caller
         hand in memory from its own allocator (the torch adapter does).
+    saved : dict, optional
+        Filled with intermediates the backward can reuse (the stacked factors; for 16-bit
+        layers the rounded hidden state too): pass the same dict to
+        ``sketched_linear_backward(..., saved=saved)`` with unchanged factors.
 
     Returns
     -------
@@ -109,12 +114,14 @@ def sketched_linear_forward(x, S1s, S2s, U1s, U2s, bias=None, storage=None, out=
         return _tc_forward(cupy.ascontiguousarray(x), *(cupy.ascontiguousarray(a) for a in
                                                         (S1s, S2s, U1s, U2s)),
                            None if bias is None else cupy.ascontiguousarray(bias), xct, fct,
-                           out)
+                           out, saved)
     n, m = x.shape
     L, _, k = S1s.shape
     o = S2s.shape[2]
     K = L * k
     A, B = _stacks(S1s, S2s, U1s, U2s, fct, acc, acc_np)
+    if saved is not None:
+        saved["stacks"] = (A, B)
     hidden = _new(out, 1, (n, 2 * K), acc_np)
     gemm(n, 2 * K, m, Operand(x, xct, m, 1), Operand(A, acc, 2 * K, 1), hidden, acc, acc)
     y = _new(out, 0, (n, o), x.dtype)
@@ -126,27 +133,33 @@ def sketched_linear_forward(x, S1s, S2s, U1s, U2s, bias=None, storage=None, out=
 
 
 def sketched_linear_backward(g, x, hidden, S1s, S2s, U1s, U2s, has_bias, need_x=True,
-                             need_weights=True, storage=None, out=None):
+                             need_weights=True, storage=None, out=None, saved=None):
     """``(grad_x, grad_S1s, grad_S2s, grad_bias)``; see ``sketchcore.layers``.
 
     ``hidden`` is the forward's second result or None (then recomputed: one more pass
     over x). Gradients not asked for (``need_x``, ``need_weights``, ``has_bias``) are None
     and cost nothing. grad_x comes back in x's dtype; the parameter gradients (factors and
     bias) in the factors' dtype (float32 factors under 16-bit activations keep float32
-    gradients).
+    gradients). ``saved`` is the forward's dict (see ``sketched_linear_forward``) or None.
+    ``out`` = (grad_x, grad_S1s, grad_S2s, grad_bias) hands in result memory (None entries
+    are allocated here); for 16-bit layers a grad_bias placed right after grad_S2s in memory
+    is filled by grad_S2s's own product.
     """
     import cupy
     xct, fct, acc, acc_np = _types(x, S1s, storage)
     if xct in ("sc_half", "sc_bf16") and HALF_PRODUCTS == "tensor_core":
         return _tc_backward(cupy.ascontiguousarray(g), cupy.ascontiguousarray(x), hidden,
                             *(cupy.ascontiguousarray(a) for a in (S1s, S2s, U1s, U2s)),
-                            has_bias, need_x, need_weights, xct, fct, out)
+                            has_bias, need_x, need_weights, xct, fct, out, saved)
     n, m = x.shape
     L, _, k = S1s.shape
     o = S2s.shape[2]
     K = L * k
     c = 1.0 / (2 * L)
-    A, B = _stacks(S1s, S2s, U1s, U2s, fct, acc, acc_np)
+    if saved is not None and "stacks" in saved:
+        A, B = saved["stacks"]
+    else:
+        A, B = _stacks(S1s, S2s, U1s, U2s, fct, acc, acc_np)
     gx = gS1 = gS2 = gb = None
     if need_x or need_weights:
         # G = g B^T (n, 2K): B^T's (k=j, n=r) = B[r, j] at r*o + j. Only the U1 half is
@@ -199,12 +212,6 @@ def sketched_linear_backward(g, x, hidden, S1s, S2s, U1s, U2s, has_bias, need_x=
 
 
 # ----------------------------------------------------------- 16-bit layers on tensor cores
-def _round16(W, rows, cols, ldw, out, ldo, xct):
-    """float32 (rows, cols) -> the 16-bit type, rounded to nearest even."""
-    launch(f"sc_gemm_finalize<{xct}, float>", (grid_size(rows * cols),), (256,),
-           (i64(rows), i64(cols), W, i64(ldw), out, i64(ldo), NULL))
-
-
 def _tc_inner(K2):
     """Inner dimension of the output product: 2K columns, the bias column, zero padding to
     a multiple of 8. cuBLAS's tensor-core kernels want it so: with an odd inner dimension
@@ -229,18 +236,19 @@ def _tc_stacks(S1s, S2s, U1s, U2s, bias, fct, xct, xdtype):
 
 
 def _tc_hidden16(hidden, n, K2, L, xct, xdtype):
-    """[round16(hidden), 2L, 0...] (n, _tc_inner(K2)) in one launch: the constant column
-    carries the bias row, the zero columns pad the inner dimension (no host-to-device copy,
-    hence no synchronisation). Returns (array, leading dimension)."""
+    """H16 = [round16(hidden), 2L, 0...] (n, _tc_inner(K2)) in one launch: the constant
+    column carries the bias row of Bext (and, in the backward, turns grad_S2's product into
+    the bias gradient's too); the zero columns pad the inner dimension (no host-to-device
+    copy, hence no synchronisation)."""
     import cupy
     ld = _tc_inner(K2)
     H16 = cupy.empty((n, ld), dtype=xdtype)
     launch(f"sc_hidden16<{xct}>", (grid_size(n * ld),), (256,),
            (hidden, i64(n), i32(K2), i32(ld), np.float32(2 * L), H16))
-    return H16, ld
+    return H16
 
 
-def _tc_forward(x, S1s, S2s, U1s, U2s, bias, xct, fct, out=None):
+def _tc_forward(x, S1s, S2s, U1s, U2s, bias, xct, fct, out=None, saved=None):
     from sketchcore._cuda._tensorcore import Mat, gemm_rm
     n, m = x.shape
     L, _, k = S1s.shape
@@ -250,15 +258,27 @@ def _tc_forward(x, S1s, S2s, U1s, U2s, bias, xct, fct, out=None):
     hidden = _new(out, 1, (n, K2), np.float32)
     gemm_rm(Mat(hidden.data.ptr, "float", n, K2, K2), Mat(x.data.ptr, xct, n, m, m),
             Mat(A16.data.ptr, xct, m, K2, K2))
-    H16, ldh = _tc_hidden16(hidden, n, K2, L, xct, x.dtype)
+    H16 = _tc_hidden16(hidden, n, K2, L, xct, x.dtype)
+    ldh = H16.shape[1]
     y = _new(out, 0, (n, o), x.dtype)
     gemm_rm(Mat(y.data.ptr, xct, n, o, o), Mat(H16.data.ptr, xct, n, ldh, ldh),
             Mat(B16.data.ptr, xct, ldh, o, o), alpha=1.0 / (2 * L))
+    if saved is not None:
+        saved["stacks16"] = (A16, B16)       # B16's bias row is not read by the backward
+        saved["hidden16"] = H16
     return y, hidden
 
 
+def _adjacent(first, second):
+    """Whether array ``second`` starts right where C-contiguous ``first`` ends."""
+    return (first is not None and second is not None and second.dtype == first.dtype
+            and second.data.ptr == first.data.ptr + first.nbytes)
+
+
 def _tc_backward(g, x, hidden, S1s, S2s, U1s, U2s, has_bias, need_x, need_weights, xct, fct,
-                 out=None):
+                 out=None, saved=None):
+    """Gradients of a 16-bit layer: four tensor-core products, each writing its result in
+    its final type (cuBLAS rounds the float32 accumulators), so no conversion launches."""
     import cupy
     from sketchcore._cuda._tensorcore import Mat, gemm_rm
     n, m = x.shape
@@ -267,43 +287,63 @@ def _tc_backward(g, x, hidden, S1s, S2s, U1s, U2s, has_bias, need_x, need_weight
     K = L * k
     K2 = 2 * K
     c = 1.0 / (2 * L)
+    saved = {} if saved is None else saved
     gx = gS1 = gS2 = gb = None
     it = np.dtype(x.dtype).itemsize
     if need_x or need_weights:
-        A16, B16 = _tc_stacks(S1s, S2s, U1s, U2s, None, fct, xct, x.dtype)
-        G = cupy.empty((n, K2), dtype=np.float32)        # g B^T
-        gemm_rm(Mat(G.data.ptr, "float", n, K2, K2), Mat(g.data.ptr, xct, n, o, o),
+        A16, B16 = saved.get("stacks16") or _tc_stacks(S1s, S2s, U1s, U2s, None, fct, xct,
+                                                        x.dtype)
+        G16 = cupy.empty((n, K2), dtype=x.dtype)          # g B^T, rounded by cuBLAS
+        gemm_rm(Mat(G16.data.ptr, xct, n, K2, K2), Mat(g.data.ptr, xct, n, o, o),
                 Mat(B16.data.ptr, xct, o, K2, o, t=True))
-        G16 = cupy.empty((n, K2), dtype=x.dtype)
-        _round16(G, n, K2, K2, G16, K2, xct)
     if need_x:
         gx = _new(out, 0, (n, m), x.dtype)
         gemm_rm(Mat(gx.data.ptr, xct, n, m, m), Mat(G16.data.ptr, xct, n, K2, K2),
                 Mat(A16.data.ptr, xct, K2, m, K2, t=True), alpha=c)
     if need_weights:
-        if hidden is None:
-            hidden = cupy.empty((n, K2), dtype=np.float32)
-            gemm_rm(Mat(hidden.data.ptr, "float", n, K2, K2), Mat(x.data.ptr, xct, n, m, m),
-                    Mat(A16.data.ptr, xct, m, K2, K2))
-        H16 = cupy.empty((n, K2), dtype=x.dtype)
-        _round16(cupy.ascontiguousarray(hidden, dtype=np.float32), n, K2, K2, H16, K2, xct)
-        g1 = cupy.empty((m, K), dtype=np.float32)         # c x^T G[:, :K]
-        gemm_rm(Mat(g1.data.ptr, "float", m, K, K), Mat(x.data.ptr, xct, m, n, m, t=True),
-                Mat(G16.data.ptr, xct, n, K, K2), alpha=c)
-        g2 = cupy.empty((K, o), dtype=np.float32)         # c hidden[:, K:]^T g
-        gemm_rm(Mat(g2.data.ptr, "float", K, o, o),
-                Mat(H16.data.ptr + K * it, xct, K, n, K2, t=True),
+        H16 = saved.get("hidden16")
+        if H16 is None:
+            if hidden is None:
+                hidden = cupy.empty((n, K2), dtype=np.float32)
+                gemm_rm(Mat(hidden.data.ptr, "float", n, K2, K2),
+                        Mat(x.data.ptr, xct, n, m, m), Mat(A16.data.ptr, xct, m, K2, K2))
+            H16 = _tc_hidden16(cupy.ascontiguousarray(hidden, dtype=np.float32), n, K2, L, xct,
+                               x.dtype)
+        ldh = H16.shape[1]
+        pdt = S1s.dtype                                   # gradients in the factors' type
+        # grad_S1 = c x^T G[:, :K] (m, K): for one term already S1s's (1, m, k) layout.
+        if L == 1:
+            gS1 = _new(out, 1, (1, m, k), pdt)
+            gemm_rm(Mat(gS1.data.ptr, fct, m, K, K), Mat(x.data.ptr, xct, m, n, m, t=True),
+                    Mat(G16.data.ptr, xct, n, K, K2), alpha=c)
+        else:
+            g1 = cupy.empty((m, K), dtype=np.float32)
+            gemm_rm(Mat(g1.data.ptr, "float", m, K, K), Mat(x.data.ptr, xct, m, n, m, t=True),
+                    Mat(G16.data.ptr, xct, n, K, K2), alpha=c)
+            gS1 = _new(out, 1, S1s.shape, pdt)
+            launch(f"sc_unstack_s1<{fct}, float>", (grid_size(m * K),), (256,),
+                   (g1, i32(L), i64(m), i32(k), gS1))
+        # grad_S2 = c hidden[:, K:]^T g (K, o), S2s's (L, k, o) layout. With the bias the
+        # product takes one more row of H16^T, the constant 2L column: c 2L sum_rows g is
+        # the bias gradient, written right after grad_S2 when the caller's memory is so.
+        gS2 = _new(out, 2, (L, k, o), pdt)
+        gb_given = None if out is None else out[3]
+        fused = has_bias and (gb_given is None or _adjacent(gS2, gb_given))
+        if fused and gb_given is None:
+            both = cupy.empty((K + 1) * o, dtype=pdt)
+            gS2 = both[:K * o].reshape(L, k, o)
+            gb = both[K * o:]
+        elif fused:
+            gb = gb_given
+        rows = K + 1 if fused else K
+        gemm_rm(Mat(gS2.data.ptr, fct, rows, o, o),
+                Mat(H16.data.ptr + K * it, xct, rows, n, ldh, t=True),
                 Mat(g.data.ptr, xct, n, o, o), alpha=c)
-        out1 = _new(out, 1, S1s.shape, S1s.dtype)
-        launch(f"sc_unstack_s1<{fct}, float>", (grid_size(m * K),), (256,),
-               (g1, i32(L), i64(m), i32(k), out1))
-        gS1 = out1
-        gS2 = _convert(g2.reshape(L, k, o), fct, "float", S1s.dtype,
-                       None if out is None else out[2])
+        if fused:
+            has_bias = False
     if has_bias:
         gb_acc = cupy.zeros(o, dtype=np.float32)
-        rows = 256
-        launch(f"sc_colsum<{xct}, float>", (-(-o // 256), -(-n // rows)), (256,),
-               (i64(n), i64(o), g, i64(o), gb_acc, i64(rows)))
+        launch(f"sc_colsum<{xct}, float>", (-(-o // 256), -(-n // 256)), (256,),
+               (i64(n), i64(o), g, i64(o), gb_acc, i64(256)))
         gb = _convert(gb_acc, fct, "float", S1s.dtype, None if out is None else out[3])
     return gx, gS1, gS2, gb

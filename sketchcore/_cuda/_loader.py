@@ -36,6 +36,7 @@ _HEADERS = ("common.cuh",)
 OPTIONS = ("-std=c++17", "--fmad=false")
 
 GEMM_TILES = ((64, 64), (128, 32), (256, 16))
+OWNED_VECTORS = (1, 2)   # columns per thread of sc_sparse_apply_owned
 
 _lock = threading.Lock()
 _modules = {}        # device id -> (Module, {name expression: Function})
@@ -62,6 +63,7 @@ def name_expressions():
         exprs += [f"sc_fill_uniform<{t}>", f"sc_fill_sign<{t}>", f"sc_fill_gaussian<{t}>",
                   f"sc_sparse_apply_smem<{t}>", f"sc_sparse_apply_atomic<{t}>",
                   f"sc_sparse_dense<{t}>", f"sc_fwht_pass<{t}>", f"sc_dense_block<{t}>"]
+    exprs += [f"sc_sparse_apply_owned<{v}>" for v in OWNED_VECTORS]
     for bm, bn in GEMM_TILES:
         for combo in gemm_combos():
             exprs.append(gemm_name(*combo, bm, bn, False))

@@ -13,14 +13,52 @@ _CHUNK = 128              # SC_SPARSE_CHUNK in sparse.cu
 _SMEM_BUDGET = 100 * 1024  # two blocks per multiprocessor on Hopper (228 KiB)
 
 
-#: Kernel for the left float32/float64 apply: "red" (warp per row, vector reductions into Y
-#: in L2; float32 with n % 4 == 0, float64 with n even) or "smem" (shared-memory tile of Y
-#: per block, emulated shared atomics); see sparse.cu. Set by measurement
-#: (bench/operators_gpu.py). A kernel with a warp per block of S's rows and plain
-#: shared-memory updates (no atomics until the end) was tried and measured slower than
-#: "red" (2.9 against 2.3 ms for nnz = 8, d = 1024 on 1e6 x 256 float32): shared memory
-#: holds Y for only 32 columns at d = 1024, so each row's hashes are recomputed per tile.
-LEFT_METHOD = "red"
+#: Kernel for the left float32/float64 apply, set by measurement (bench/operators_gpu.py):
+#: "owned" (float32, nnz >= 2: a block holds d x 32 of Y in shared memory, each thread owns
+#: one nonzero index t and adds into its row band without atomics), "red" (a warp per row of
+#: A, vector reductions into Y in L2; float32 with n % 4 == 0, float64 with n even), or
+#: "smem" (shared-memory tile of Y per block, emulated shared atomics); see sparse.cu.
+#: "owned" falls back to "red" where it does not apply (nnz = 1, d too large for shared
+#: memory, float64), "red" to "smem". A kernel with a warp per band of S's rows and no
+#: atomics but one row at a time per thread was measured slower than "red" (2.9 against
+#: 2.3 ms for nnz = 8, d = 1024 on 1e6 x 256 float32): latency-bound at 8 warps per SM.
+LEFT_METHOD = "owned"
+#: Columns per thread of the "owned" kernel (1 or 2; see sc_sparse_apply_owned).
+OWNED_VECTOR = 2
+
+_OWN_C, _OWN_R = 32, 64    # SC_OWN_C, SC_OWN_R in sparse.cu
+_OWN_SLAB = _OWN_R << 16   # rows per launch: bounds the hash buffer (rows x nnz int32)
+
+
+def _owned_smem(d, nnz):
+    """Shared memory of sc_sparse_apply_owned: Y tile, two stages of A and of hashes."""
+    return 4 * (d * _OWN_C + 2 * _OWN_R * _OWN_C + 2 * (_OWN_R + 4) * nnz)
+
+
+def _apply_owned(A, m, n, lda, d, nnz, seed, stream, Y, ldy):
+    """Y += S @ A through sc_sparse_apply_owned, in slabs of at most _OWN_SLAB rows."""
+    import cupy
+    sms, optin = device_properties()
+    smem = _owned_smem(d, nnz)
+    per_sm = max(1, min(227 * 1024, optin) // smem)
+    tg = min(8, 1 << (nnz - 1).bit_length())             # t lanes: a power of two <= 8
+    threads = tg * _OWN_C // OWNED_VECTOR
+    gx = -(-n // _OWN_C)
+    H = cupy.empty(min(m + _OWN_R, _OWN_SLAB) * nnz, dtype=cupy.int32)
+    for j0 in range(0, m, _OWN_SLAB):
+        rows = min(_OWN_SLAB, m - j0)
+        chunks = -(-rows // _OWN_R)                       # whole chunks of valid hashes
+        launch("sc_sparse_hashes", (grid_size(chunks * _OWN_R * nnz),), (256,),
+               (i64(j0), i64(chunks), i32(d), i32(nnz), u64(seed), u64(stream), H))
+        # One wave: a second, nearly empty wave of one-block-per-SM blocks doubles the time.
+        gy = max(1, min(chunks, (sms * per_sm) // gx))
+        per_block = -(-chunks // gy) * _OWN_R
+        gy = -(-rows // per_block)
+        launch(f"sc_sparse_apply_owned<{OWNED_VECTOR}>", (gx, gy), (threads,),
+               (A[j0:j0 + rows], i64(rows), i64(n), i64(lda), i32(d), i32(nnz), H,
+                f64(1.0 / math.sqrt(nnz)), Y, i64(ldy), i32(tg), i64(per_block)),
+               shared_mem=smem)
+    return Y
 
 
 def _apply(A, m, n, saj, sac, d, nnz, seed, stream, Y, syr, syc, method=None):
@@ -28,9 +66,13 @@ def _apply(A, m, n, saj, sac, d, nnz, seed, stream, Y, syr, syc, method=None):
     ct = ctype_of(A)
     method = LEFT_METHOD if method is None else method
     vec = 4 if ct == "float" else 2           # elements per 16-byte load
-    if (method == "red" and ct in ("float", "double") and sac == 1 and syc == 1
-            and n % vec == 0 and saj % vec == 0 and syr % vec == 0 and A.data.ptr % 16 == 0
-            and Y.data.ptr % 16 == 0):
+    rowwise = (ct in ("float", "double") and sac == 1 and syc == 1 and n % vec == 0
+               and saj % vec == 0 and syr % vec == 0 and A.data.ptr % 16 == 0
+               and Y.data.ptr % 16 == 0)
+    if (method == "owned" and rowwise and ct == "float" and nnz >= 2
+            and _owned_smem(d, nnz) <= device_properties()[1]):
+        return _apply_owned(A, m, n, saj, d, nnz, seed, stream, Y, syr)
+    if method in ("owned", "red") and rowwise:
         sms, _ = device_properties()
         blocks = max(1, min(-(-m * 32 // 256), sms * 8))
         launch("sc_sparse_apply_red" if ct == "float" else "sc_sparse_apply_red64",
@@ -75,8 +117,8 @@ def _check(d, nnz):
 def sparse_sign_left(A, d, nnz, seed, stream, method=None):
     """``S @ A`` for the sparse-sign operator S (d, m); A cupy.ndarray (m, n) -> (d, n).
 
-    ``method`` picks the kernel ("red", "smem"; default ``LEFT_METHOD``), for benchmarks;
-    "red" falls back to "smem" on inputs it does not take."""
+    ``method`` picks the kernel ("owned", "red", "smem"; default ``LEFT_METHOD``), for
+    benchmarks and tests; each falls back to the next on inputs it does not take."""
     import cupy
     A = require_cupy_2d(A, "A")
     d, nnz = _check(d, nnz)
@@ -93,7 +135,7 @@ def sparse_sign_right(A, d, nnz, seed, stream):
     A = require_cupy_2d(A, "A")
     d, nnz = _check(d, nnz)
     n, m = A.shape
-    if (LEFT_METHOD == "red" and A.dtype == cupy.float32 and n % 4 == 0 and m and n):
+    if (LEFT_METHOD != "smem" and A.dtype == cupy.float32 and n % 4 == 0 and m and n):
         # A transposed copy (one pass over A) lets the row-per-warp reduction kernel run
         # on contiguous rows instead of the strided shared-memory kernel (timed against a
         # device copy in bench/operators_gpu.py, "CountSketch right").

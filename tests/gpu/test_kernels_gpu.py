@@ -97,7 +97,8 @@ def test_sparse_dense_matches_cpu(dtype):
 # (d too large for a shared-memory tile); float64 reductions with odd and even n.
 SPARSE_SHAPES = [(16, 1, 1, 1), (64, 1000, 37, 1), (300, 4099, 5, 8), (1024, 20000, 256, 1),
                  (60000, 300, 7, 2), (50, 3000, 132, 40), (1024, 70001, 256, 8),
-                 (4096, 30000, 100, 8), (16, 5000, 33, 8), (200, 777, 12, 5)]
+                 (4096, 30000, 100, 8), (16, 5000, 33, 8), (200, 777, 12, 5),
+                 (97, 2001, 36, 2), (640, 9000, 64, 3), (33, 130, 4, 4)]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -112,7 +113,7 @@ def test_sparse_apply(dtype, d, m, n, nnz):
     ref = S @ A.astype(np.float64)
     bound = (gamma(count.max() + 1, dtype) * (np.abs(S) @ np.abs(A.astype(np.float64)))
              + 1e-300)
-    for method in ("smem", "red"):          # both left kernels (red: n % 4 / n % 2 == 0)
+    for method in ("smem", "red", "owned"):   # every left kernel (owned, red: n % 4 == 0)
         Yi = _cuda.sparse_sign_left(cupy.asarray(A), d, nnz, seed, stream, method=method)
         assert Yi.dtype == dtype and Yi.shape == (d, n)
         assert_within(cupy.asnumpy(Yi), ref, bound, f"sparse_sign_left {method}")
@@ -124,6 +125,23 @@ def test_sparse_apply(dtype, d, m, n, nnz):
     # Same inputs as the CPU kernel give the same function (up to summation order).
     cpu = _cpu.sparse_sign_left(A, d, nnz, seed, stream)
     assert_within(cupy.asnumpy(Y), cpu, 2 * bound, "sparse_sign_left vs CPU")
+
+
+@pytest.mark.parametrize("vector", [1, 2])
+def test_sparse_apply_owned_slabs_and_vectors(monkeypatch, vector):
+    """The "owned" kernel with either column width per thread, over several row slabs
+    (each with its own hash buffer fill), against the float64 product."""
+    from sketchcore._cuda import _sparse
+    monkeypatch.setattr(_sparse, "OWNED_VECTOR", vector)
+    monkeypatch.setattr(_sparse, "_OWN_SLAB", 3 * 64)
+    stream = make_stream("sparse_sign", 0, 0)
+    d, m, n, nnz = 256, 1000, 72, 8
+    A = np.random.default_rng(5).standard_normal((m, n)).astype(np.float32)
+    S = _sparse_dense_cpu(d, m, nnz, 77, stream, np.float64)
+    ref = S @ A.astype(np.float64)
+    bound = gamma((S != 0).sum(axis=1).max() + 1, np.float32) * (np.abs(S) @ np.abs(A))
+    Y = _cuda.sparse_sign_left(cupy.asarray(A), d, nnz, 77, stream, method="owned")
+    assert_within(cupy.asnumpy(Y), ref, bound, f"owned, vector={vector}")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

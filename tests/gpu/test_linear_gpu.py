@@ -150,3 +150,53 @@ def test_linear_backward_partial(need_x, need_w):
     for a, b in zip(full[:3], part[:3]):
         if b is not None:
             np.testing.assert_allclose(cupy.asnumpy(b), cupy.asnumpy(a), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["float32", "bfloat16"])
+@pytest.mark.parametrize("L", [1, 2])
+def test_saved_intermediates_and_fused_bias_gradient(kind, L):
+    """The forward's ``saved`` dict gives the backward the same gradients (bit for bit on
+    tensor cores; float32's split-K sums atomically, so up to summation order); a grad_bias
+    placed right after grad_S2s (one product fills both, 16-bit layers) agrees with the
+    separate column sum."""
+    n, m, o, k = 70, 48, 40, 4
+    rng = np.random.default_rng(L)
+    x, S1s, S2s, U1s, U2s, bias, g = _problem(n, m, o, L, k, rng)
+    if kind == "float32":
+        enc, storage = (lambda a: a.astype(np.float32)), None
+    else:
+        enc, storage = _to_bf16_bits, "bfloat16"
+    dev = [cupy.asarray(enc(a)) for a in (x, S1s, S2s, U1s, U2s, bias, g)]
+    x_d, S1_d, S2_d, U1_d, U2_d, b_d, g_d = dev
+    saved = {}
+    y, hidden = _cuda.sketched_linear_forward(x_d, S1_d, S2_d, U1_d, U2_d, b_d,
+                                              storage=storage, saved=saved)
+    assert saved, "the forward saved nothing for the backward"
+    plain = _cuda.sketched_linear_backward(g_d, x_d, hidden, S1_d, S2_d, U1_d, U2_d, True,
+                                           storage=storage)
+    reused = _cuda.sketched_linear_backward(g_d, x_d, hidden, S1_d, S2_d, U1_d, U2_d, True,
+                                            storage=storage, saved=saved)
+
+    def same(a, b):
+        a, b = cupy.asnumpy(a), cupy.asnumpy(b)
+        if kind == "float32":
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(a).max())
+        else:
+            np.testing.assert_array_equal(a, b)
+
+    for a, b in zip(plain, reused):
+        same(a, b)
+    K = L * k
+    both = cupy.empty((K + 1) * o, dtype=S1_d.dtype)
+    gS2_out, gb_out = both[:K * o].reshape(L, k, o), both[K * o:]
+    fused = _cuda.sketched_linear_backward(g_d, x_d, hidden, S1_d, S2_d, U1_d, U2_d, True,
+                                           storage=storage, out=(None, None, gS2_out, gb_out))
+    assert fused[2].data.ptr == gS2_out.data.ptr and fused[3].data.ptr == gb_out.data.ptr
+    dec = ((lambda a: cupy.asnumpy(a).astype(np.float64)) if kind == "float32"
+           else _bf16_to_f64)
+    u = 2.0 ** -24 if kind == "float32" else 2.0 ** -8
+    g_used = g.astype(np.float32) if kind == "float32" else _bf16_value(_to_bf16_bits(g))
+    bound = (u + gamma(n + 2, np.float32)) * np.abs(g_used).sum(axis=0) + 1e-30
+    for got in (fused[3], plain[3]):
+        assert_within(dec(got), g_used.astype(np.float64).sum(axis=0), bound, "grad_bias")
+    same(fused[2], plain[2])
