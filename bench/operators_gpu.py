@@ -99,6 +99,13 @@ def main():
               baseline="device copy")
     bench.notes.append("CountSketch / SparseSign targets: within 2x of a device copy "
                        "(speed-up vs device copy >= 0.5).")
+    from sketchcore._cuda import _sparse
+    from sketchcore._cuda._loader import device_properties
+    too_big = [d for d in (1024, 4096) if _sparse._owned_smem(d, 8) > device_properties()[1]]
+    if too_big:   # say which "owned" rows actually ran another kernel
+        bench.notes.append(f"kernel=owned needs d x 32 floats of shared memory; at d = "
+                           f"{', '.join(map(str, too_big))} it falls back to kernel=red "
+                           f"(and so do nnz = 1 rows).")
     print(bench.write(dev))
 
 

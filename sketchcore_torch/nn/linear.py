@@ -84,6 +84,13 @@ class SKLinear(nn.Module):
     U2s : buffer of shape (num_terms, in_features, low_rank)
     bias : Parameter of shape (out_features,) or None
 
+    Notes
+    -----
+    On CUDA the forward and backward are a handful of kernel launches each, so small layers
+    are bound by Python's per-call time; ``torch.cuda.make_graphed_callables(layer, (x,))``
+    captures them into CUDA graphs (the kernels run on torch's current stream and take their
+    temporaries from torch's allocator, so capture needs nothing else).
+
     Raises
     ------
     TypeError
