@@ -289,6 +289,7 @@ def _tc_backward(g, x, hidden, S1s, S2s, U1s, U2s, has_bias, need_x, need_weight
     c = 1.0 / (2 * L)
     saved = {} if saved is None else saved
     gx = gS1 = gS2 = gb = None
+    colsum = has_bias            # bias gradient still to compute on its own
     it = np.dtype(x.dtype).itemsize
     if need_x or need_weights:
         A16, B16 = saved.get("stacks16") or _tc_stacks(S1s, S2s, U1s, U2s, None, fct, xct,
@@ -339,9 +340,8 @@ def _tc_backward(g, x, hidden, S1s, S2s, U1s, U2s, has_bias, need_x, need_weight
         gemm_rm(Mat(gS2.data.ptr, fct, rows, o, o),
                 Mat(H16.data.ptr + K * it, xct, rows, n, ldh, t=True),
                 Mat(g.data.ptr, xct, n, o, o), alpha=c)
-        if fused:
-            has_bias = False
-    if has_bias:
+        colsum = has_bias and not fused
+    if colsum:
         gb_acc = cupy.zeros(o, dtype=np.float32)
         launch(f"sc_colsum<{xct}, float>", (-(-o // 256), -(-n // 256)), (256,),
                (i64(n), i64(o), g, i64(o), gb_acc, i64(256)))
