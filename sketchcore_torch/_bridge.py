@@ -6,6 +6,8 @@ already queued by torch is ordered before whatever the kernels launch on that st
 Nothing here copies: strides (non-contiguous, transposed views) travel with the data, and
 the kernels' own input validation decides whether a contiguous copy is needed.
 """
+import warnings
+
 import numpy as np
 import torch
 
@@ -148,8 +150,13 @@ class cuda_stream:
         stream = _external_streams.get((index, handle))
         if stream is None:
             # One CuPy wrapper per torch stream (creating one costs tens of microseconds).
-            stream = _external_streams[(index, handle)] = cupy.cuda.ExternalStream(handle,
-                                                                                   index)
+            # CuPy 14 deprecates ExternalStream in favour of Stream.from_external, which wants
+            # an object speaking the CUDA stream protocol; a raw handle is what torch gives
+            # cheaply, so the wrapper stays, without a warning per new torch stream.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                stream = cupy.cuda.ExternalStream(handle, index)
+            _external_streams[(index, handle)] = stream
         stream.__enter__()
         self._stream = stream
         self._alloc = cupy.cuda.using_allocator(_torch_allocator(index))

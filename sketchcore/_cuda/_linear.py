@@ -39,8 +39,8 @@ def _stacks(S1s, S2s, U1s, U2s, fct, acc, acc_np):
     A = cupy.empty((m, 2 * K), dtype=acc_np)
     B = cupy.empty((2 * K, o), dtype=acc_np)
     S1s, S2s, U1s, U2s = (cupy.ascontiguousarray(a) for a in (S1s, S2s, U1s, U2s))
-    launch(f"sc_stack_factors<{fct}, {acc}>", (grid_size(A.size + B.size),), (256,),
-           (S1s, S2s, U1s, U2s, i32(L), i64(m), i32(k), i64(o), A, B))
+    launch(f"sc_stack<{fct}, {acc}>", (grid_size(A.size + B.size),), (256,),
+           (S1s, S2s, U1s, U2s, NULL, i32(L), i64(m), i32(k), i64(o), i64(2 * K), A, B))
     return A, B
 
 
@@ -221,7 +221,7 @@ def _tc_inner(K2):
 
 def _tc_stacks(S1s, S2s, U1s, U2s, bias, fct, xct, xdtype):
     """A16 = [S1s | U2s] (m, 2K) and Bext = [U1s ; S2s ; bias ; 0] (_tc_inner(2K), o) in x's
-    16-bit type, in one launch (sc_stack16)."""
+    16-bit type, in one launch (sc_stack)."""
     import cupy
     L, m, k = S1s.shape
     o = S2s.shape[2]
@@ -229,9 +229,9 @@ def _tc_stacks(S1s, S2s, U1s, U2s, bias, fct, xct, xdtype):
     KP = _tc_inner(K2)
     A16 = cupy.empty((m, K2), dtype=xdtype)
     B16 = cupy.empty((KP, o), dtype=xdtype)
-    launch(f"sc_stack16<{fct}, {xct}>", (grid_size(A16.size + B16.size),), (256,),
+    launch(f"sc_stack<{fct}, {xct}>", (grid_size(A16.size + B16.size),), (256,),
            (S1s, S2s, U1s, U2s, NULL if bias is None else bias, i32(L), i64(m), i32(k),
-            i64(o), i32(KP), A16, B16))
+            i64(o), i64(KP), A16, B16))
     return A16, B16
 
 

@@ -62,6 +62,7 @@ def name_expressions():
     for t in ("float", "double"):
         exprs += [f"sc_fill_uniform<{t}>", f"sc_fill_sign<{t}>", f"sc_fill_gaussian<{t}>",
                   f"sc_sparse_apply_smem<{t}>", f"sc_sparse_apply_atomic<{t}>",
+                  f"sc_sparse_apply_red<{t}>",
                   f"sc_sparse_dense<{t}>", f"sc_fwht_pass<{t}>", f"sc_dense_block<{t}>"]
     exprs += [f"sc_sparse_apply_owned<{v}>" for v in OWNED_VECTORS]
     for bm, bn in GEMM_TILES:
@@ -75,9 +76,9 @@ def name_expressions():
     for t in ("float", "double", "sc_half", "sc_bf16"):
         acc = "double" if t == "double" else "float"
         exprs += [f"sc_gemm_finalize<{t}, {acc}>", f"sc_colsum<{t}, {acc}>",
-                  f"sc_stack_factors<{t}, {acc}>", f"sc_unstack_s1<{t}, {acc}>"]
+                  f"sc_stack<{t}, {acc}>", f"sc_unstack_s1<{t}, {acc}>"]
     for t16 in ("sc_half", "sc_bf16"):     # tensor-core operands: factors float or x's type
-        exprs += [f"sc_stack16<float, {t16}>", f"sc_stack16<{t16}, {t16}>",
+        exprs += [f"sc_stack<float, {t16}>", f"sc_stack<{t16}, {t16}>",
                   f"sc_hidden16<{t16}>"]
     return exprs
 

@@ -75,8 +75,7 @@ def _apply(A, m, n, saj, sac, d, nnz, seed, stream, Y, syr, syc, method=None):
     if method in ("owned", "red") and rowwise:
         sms, _ = device_properties()
         blocks = max(1, min(-(-m * 32 // 256), sms * 8))
-        launch("sc_sparse_apply_red" if ct == "float" else "sc_sparse_apply_red64",
-               (blocks,), (256,),
+        launch(f"sc_sparse_apply_red<{ct}>", (blocks,), (256,),
                (A, i64(m), i64(n), i64(saj), i32(d), i32(nnz), u64(seed), u64(stream),
                 f64(1.0 / math.sqrt(nnz)), Y, i64(syr)))
         return Y

@@ -93,9 +93,10 @@ __global__ void sc_sparse_apply_atomic(const T* A, sc_i64 m, sc_i64 n, sc_i64 sa
     }
 }
 
-// Row-major A (m, n) and Y (d, n), n % 4 == 0, 16-byte aligned rows: one warp per row of A
-// reads it as float4 and adds it into its nnz rows of Y with vector reductions
-// (red.global.add.v4.f32 on sm_90, four scalar atomics elsewhere). Y stays in L2 for the
+// Row-major A (m, n) and Y (d, n), 16-byte aligned rows, n a multiple of the 16-byte vector
+// (4 floats, 2 doubles): one warp per row of A reads it in 16-byte vectors and adds it into
+// its nnz rows of Y with reductions (float: red.global.add.v4.f32 on sm_90, four scalar
+// atomics elsewhere; double: two native double atomics, sm_60+). Y stays in L2 for the
 // usual sketch sizes, so the reductions never go to DRAM; A is read exactly once.
 __device__ __forceinline__ void sc_red4(float* p, float a, float b, float c, float d) {
 #if __CUDA_ARCH__ >= 900
@@ -106,62 +107,54 @@ __device__ __forceinline__ void sc_red4(float* p, float a, float b, float c, flo
 #endif
 }
 
-extern "C" __global__ void sc_sparse_apply_red(const float* A, sc_i64 m, sc_i64 n, sc_i64 lda,
-                                               int d, int nnz, sc_u64 seed, sc_u64 stream,
-                                               double scale, float* Y, sc_i64 ldy) {
+template <class T> struct sc_red_vec;
+template <> struct sc_red_vec<float> {
+    static constexpr int W = 4;
+    typedef float4 vec;
+    static __device__ __forceinline__ vec scaled(vec a, float s) {
+        return make_float4(s * a.x, s * a.y, s * a.z, s * a.w);
+    }
+    static __device__ __forceinline__ void add(float* p, vec v, bool negative) {
+        if (negative) sc_red4(p, -v.x, -v.y, -v.z, -v.w);
+        else sc_red4(p, v.x, v.y, v.z, v.w);
+    }
+};
+template <> struct sc_red_vec<double> {
+    static constexpr int W = 2;
+    typedef double2 vec;
+    static __device__ __forceinline__ vec scaled(vec a, double s) {
+        return make_double2(s * a.x, s * a.y);
+    }
+    static __device__ __forceinline__ void add(double* p, vec v, bool negative) {
+        atomicAdd(p, negative ? -v.x : v.x);
+        atomicAdd(p + 1, negative ? -v.y : v.y);
+    }
+};
+
+template <class T>
+__global__ void sc_sparse_apply_red(const T* A, sc_i64 m, sc_i64 n, sc_i64 lda, int d, int nnz,
+                                    sc_u64 seed, sc_u64 stream, double scale, T* Y,
+                                    sc_i64 ldy) {
+    typedef sc_red_vec<T> R;
+    typedef typename R::vec vec;
+    constexpr int W = R::W;
     const int lane = threadIdx.x & 31;
     const sc_i64 warp = ((sc_i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     const sc_i64 nwarps = ((sc_i64)gridDim.x * blockDim.x) >> 5;
-    const float sv = (float)scale;
+    const T sv = (T)scale;
     for (sc_i64 j = warp; j < m; j += nwarps) {
         for (int t0 = 0; t0 < nnz; t0 += 32) {
             const int cnt = min(32, nnz - t0);
             const int mine = lane < cnt ? sc_sparse_hash(seed, stream, j, t0 + lane, d, nnz) : 0;
             // Every lane runs every iteration (the shuffles need the whole warp).
-            for (sc_i64 c0 = 0; c0 < n; c0 += 128) {
-                const sc_i64 c = c0 + 4 * lane;
+            for (sc_i64 c0 = 0; c0 < n; c0 += 32 * W) {
+                const sc_i64 c = c0 + W * lane;
                 const bool on = c < n;
-                float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
-                if (on) a = *reinterpret_cast<const float4*>(A + j * lda + c);
-                const float x = sv * a.x, y = sv * a.y, z = sv * a.z, w = sv * a.w;
+                vec a = {};
+                if (on) a = R::scaled(*reinterpret_cast<const vec*>(A + j * lda + c), sv);
                 for (int tt = 0; tt < cnt; ++tt) {
                     const int h = __shfl_sync(0xffffffffu, mine, tt);
-                    float* dst = Y + (sc_i64)(h & 0x7fffffff) * ldy + c;
-                    if (!on) continue;
-                    if (h < 0) sc_red4(dst, -x, -y, -z, -w);
-                    else sc_red4(dst, x, y, z, w);
-                }
-            }
-        }
-    }
-}
-
-// float64 twin of sc_sparse_apply_red (row-major A and Y, n even, 16-byte aligned rows):
-// one warp per row of A read as double2, two native double atomics per nonzero and element
-// pair (sm_60+). Replaces the shared-memory kernel, whose double atomics are CAS loops.
-extern "C" __global__ void sc_sparse_apply_red64(const double* A, sc_i64 m, sc_i64 n,
-                                                 sc_i64 lda, int d, int nnz, sc_u64 seed,
-                                                 sc_u64 stream, double scale, double* Y,
-                                                 sc_i64 ldy) {
-    const int lane = threadIdx.x & 31;
-    const sc_i64 warp = ((sc_i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-    const sc_i64 nwarps = ((sc_i64)gridDim.x * blockDim.x) >> 5;
-    for (sc_i64 j = warp; j < m; j += nwarps) {
-        for (int t0 = 0; t0 < nnz; t0 += 32) {
-            const int cnt = min(32, nnz - t0);
-            const int mine = lane < cnt ? sc_sparse_hash(seed, stream, j, t0 + lane, d, nnz) : 0;
-            for (sc_i64 c0 = 0; c0 < n; c0 += 64) {   // whole warp per iteration (shuffles)
-                const sc_i64 c = c0 + 2 * lane;
-                const bool on = c < n;
-                double2 a = make_double2(0.0, 0.0);
-                if (on) a = *reinterpret_cast<const double2*>(A + j * lda + c);
-                const double x = scale * a.x, y = scale * a.y;
-                for (int tt = 0; tt < cnt; ++tt) {
-                    const int h = __shfl_sync(0xffffffffu, mine, tt);
-                    double* dst = Y + (sc_i64)(h & 0x7fffffff) * ldy + c;
-                    if (!on) continue;
-                    atomicAdd(dst, h < 0 ? -x : x);
-                    atomicAdd(dst + 1, h < 0 ? -y : y);
+                    if (on) R::add(Y + (sc_i64)(h & 0x7fffffff) * ldy + c, a, h < 0);
                 }
             }
         }
