@@ -73,27 +73,21 @@ def main():
             import sketchcore_torch as pr
             layer = pr.nn.SKLinear(IN, OUT, L, k, device="cuda", dtype=dtype)
 
-            def module():
-                x.grad = None
-                layer.zero_grad(set_to_none=True)
-                layer(x).backward(g)
+            def add_layer_rows(label, forward):
+                def step():
+                    x.grad = None
+                    layer.zero_grad(set_to_none=True)
+                    forward(x).backward(g)
 
-            t = torch_time(module)
-            bench.add(case, "sketchcore_torch SKLinear", t, baseline="nn.Linear")
-            bench.add(case, "sketchcore_torch SKLinear ", t, baseline="plain torch factor math")
+                t = torch_time(step)
+                bench.add(case, label, t, baseline="nn.Linear")
+                bench.add(case, label + " ", t, baseline="plain torch factor math")
+
+            add_layer_rows("sketchcore_torch SKLinear", layer)
             # The same layer replayed as CUDA graphs: no Python on the way, so the GPU
             # time shows (the eager layer is host-bound at this size).
-            graphed = torch.cuda.make_graphed_callables(layer, (x,))
-
-            def module_graphed():
-                x.grad = None
-                layer.zero_grad(set_to_none=True)
-                graphed(x).backward(g)
-
-            t = torch_time(module_graphed)
-            bench.add(case, "sketchcore_torch SKLinear, CUDA graph", t, baseline="nn.Linear")
-            bench.add(case, "sketchcore_torch SKLinear, CUDA graph ", t,
-                      baseline="plain torch factor math")
+            add_layer_rows("sketchcore_torch SKLinear, CUDA graph",
+                           torch.cuda.make_graphed_callables(layer, (x,)))
         except Exception as exc:   # report, never hide: the table says what did not run
             bench.notes.append(f"sketchcore_torch SKLinear {dname} did not run: "
                                f"{type(exc).__name__}: {exc}")

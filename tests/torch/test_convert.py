@@ -6,7 +6,6 @@ import warnings
 import pytest
 import torch
 import torch.nn as nn
-from threadpoolctl import threadpool_limits
 
 import sketchcore_torch as pr
 from sketchcore_torch.convert import SketchReport, layer_seeds, sketch_model, sketched_param_count
@@ -14,15 +13,8 @@ from sketchcore_torch.convert import SketchReport, layer_seeds, sketch_model, sk
 SKLinear = pr.nn.SKLinear
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The CI machine's two cores are shared by several jobs: intra-op threads waiting on each
-    # other for a core made these small models 10-40x slower, so they run single-threaded.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(old)
+# Small models on CI's two shared cores: single-threaded (see conftest.one_thread).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def w_eff(layer):
