@@ -54,19 +54,10 @@ def main():
             bench.add(cased, f"sketchcore {name}", t, baseline="device copy")
             if nnz == 1 and torch_impl:
                 bench.add(cased, "sketchcore CountSketch ", t, baseline=torch_impl)
-            for method in ("smem", "red", "owned"):   # every kernel: keep the default honest
+            for method in ("smem", "red", "owned", "slots"):   # keep the default honest
                 t = cuda_time(lambda: _cuda.sparse_sign_left(A, d, nnz, seed, stream,
                                                              method=method))
                 bench.add(cased, f"  {name} kernel={method}", t, baseline="device copy")
-            if nnz > 1:   # the other width of the owned kernel
-                from sketchcore._cuda import _sparse
-                saved = _sparse.OWNED_VECTOR
-                _sparse.OWNED_VECTOR = 3 - saved
-                t = cuda_time(lambda: _cuda.sparse_sign_left(A, d, nnz, seed, stream,
-                                                             method="owned"))
-                _sparse.OWNED_VECTOR = saved
-                bench.add(cased, f"  {name} kernel=owned, {3 - saved} columns per thread", t,
-                          baseline="device copy")
     # Right sketch A @ S.T of the transposed problem (256 x 1e6).
     At2 = cupy.ascontiguousarray(A[:100_000].T)
     case_r = f"right {At2.shape[0]}x{At2.shape[1]} float32, d=1024"

@@ -14,20 +14,80 @@ _SMEM_BUDGET = 100 * 1024  # two blocks per multiprocessor on Hopper (228 KiB)
 
 
 #: Kernel for the left float32/float64 apply, set by measurement (bench/operators_gpu.py):
-#: "owned" (float32, nnz >= 2: a block holds d x 32 of Y in shared memory, each thread owns
-#: one nonzero index t and adds into its row band without atomics), "red" (a warp per row of
-#: A, vector reductions into Y in L2; float32 with n % 4 == 0, float64 with n even), or
-#: "smem" (shared-memory tile of Y per block, emulated shared atomics); see sparse.cu.
-#: "owned" falls back to "red" where it does not apply (nnz = 1, d too large for shared
-#: memory, float64), "red" to "smem". A kernel with a warp per band of S's rows and no
-#: atomics but one row at a time per thread was measured slower than "red" (2.9 against
-#: 2.3 ms for nnz = 8, d = 1024 on 1e6 x 256 float32): latency-bound at 8 warps per SM.
-LEFT_METHOD = "owned"
+#: "slots" (float32, nnz >= 2: per-chunk slot tables list which rows of A hit each row of
+#: Y; threads accumulate 32 rows of Y each in registers), "owned" (float32, nnz >= 2: a
+#: block holds d x 32 of Y in shared memory, each thread owns one nonzero index t and adds
+#: into its row band without atomics), "red" (a warp per row of A, vector reductions into
+#: Y in L2; float32 with n % 4 == 0, float64 with n even), or "smem" (shared-memory tile of
+#: Y per block, emulated shared atomics); see sparse.cu. "slots" falls back to "owned"
+#: below SLOTS_MIN_D rows of Y, "owned" to "red" where it does not apply (nnz = 1, d too
+#: large for shared memory, float64), "red" to "smem". A kernel with a warp per band of S's
+#: rows and no atomics but one row at a time per thread was measured slower than "red" (2.9
+#: against 2.3 ms for nnz = 8, d = 1024 on 1e6 x 256 float32): latency-bound at 8 warps
+#: per SM.
+LEFT_METHOD = "slots"
 #: Columns per thread of the "owned" kernel (1 or 2; see sc_sparse_apply_owned).
 OWNED_VECTOR = 2
+#: Smallest d the "slots" kernel takes (a block has d / 32 warps up to 32).
+SLOTS_MIN_D = 1024
 
 _OWN_C, _OWN_R = 32, 64    # SC_OWN_C, SC_OWN_R in sparse.cu
 _OWN_SLAB = _OWN_R << 16   # rows per launch: bounds the hash buffer (rows x nnz int32)
+_SLOT_TB = 1024            # SC_SLOT_TB in sparse.cu: rows of Y per block at most
+_SLOT_OVS = 256            # SC_SLOT_OVS in sparse.cu: staged head of an overflow list
+_SLOT_SLAB = 1 << 19       # rows of A per slot-table buffer (about 32 MiB at d = 1024)
+
+
+def _slot_plan(d, nnz, tbw, optin):
+    """(R, H) of the "slots" kernel: rows of A per chunk and places per sign of a slot.
+
+    Every row of Y costs one slot load and 2 H value loads per chunk whatever the chunk
+    holds, so chunks should be long: about 4 entries per row of Y and chunk with H = 4
+    (a Poisson count of mean 2 per sign overflows 4 places for 5% of rows, about 1% of the
+    entries), else as long as two staged tiles fit in shared memory, with H = 2 when that
+    still leaves under 2.5 entries per row."""
+    fit = (optin - 2 * (tbw * 16 + _SLOT_OVS * 4)) // (2 * 32 * 4) - 1   # two (R + 1) x 32 tiles
+    fit = max(32, min(fit, 1 << 10) // 32 * 32)           # 10 bits of row in an overflow entry
+    R = max(32, min(fit, (4 * d // nnz) // 32 * 32))
+    return R, (4 if R * nnz / d > 2.5 else 2)
+
+
+def _apply_slots(A, m, n, lda, d, nnz, seed, stream, Y, ldy):
+    """Y += S @ A through sc_sparse_slots + sc_sparse_apply_slots, in slabs of at most
+    _SLOT_SLAB rows of A (whole chunks: the slot tables are sized for them)."""
+    import cupy
+    sms, optin = device_properties()
+    tbw = min(_SLOT_TB, -(-d // 32) * 32)                 # rows of Y per block
+    ntb = -(-d // tbw)
+    R, H = _slot_plan(d, nnz, tbw, min(optin, 227 * 1024))
+
+    def band(row):
+        return ((row + 1) * nnz - 1) // d
+    bands = max(band(min(d, t0 + tbw) - 1) - band(t0) + 1 for t0 in range(0, d, tbw))
+    ovstride = -(-(1 + R * bands) // 4) * 4   # every entry of a (chunk, block) may overflow
+    slab = min(_SLOT_SLAB // R * R, -(-m // R) * R)
+    chunks_max = slab // R
+    SL = cupy.empty(chunks_max * ntb * tbw * H, dtype=cupy.uint32)
+    # The last list's staged head reads past its end: pad by one head.
+    OV = cupy.empty(chunks_max * ntb * ovstride + _SLOT_OVS, dtype=cupy.uint32)
+    gx = -(-n // 32)
+    smem = 2 * ((R + 1) * 32 * 4 + tbw * 4 * H + _SLOT_OVS * 4)
+    scale = f64(1.0 / math.sqrt(nnz))
+    for j0 in range(0, m, slab):
+        rows = min(slab, m - j0)
+        chunks = -(-rows // R)
+        launch(f"sc_sparse_slots<{H}>", (chunks, ntb), (256,),
+               (i64(j0), i64(rows), i32(R), i32(d), i32(nnz), u64(seed), u64(stream),
+                i32(tbw), i32(ntb), i32(ovstride), SL, OV))
+        # One wave at one block per multiprocessor.
+        gy = max(1, min(chunks, sms // (gx * ntb)))
+        per_block = -(-chunks // gy)
+        gy = -(-chunks // per_block)
+        launch(f"sc_sparse_apply_slots<{H}>", (gx, gy, ntb), (tbw,),
+               (A[j0:j0 + rows], i32(rows), i64(n), i64(lda), i32(d), i32(R), SL, OV,
+                i32(ovstride), i32(tbw), i32(ntb), i32(chunks), i32(per_block), scale, Y,
+                i64(ldy)), shared_mem=smem)
+    return Y
 
 
 def _owned_smem(d, nnz):
@@ -69,10 +129,13 @@ def _apply(A, m, n, saj, sac, d, nnz, seed, stream, Y, syr, syc, method=None):
     rowwise = (ct in ("float", "double") and sac == 1 and syc == 1 and n % vec == 0
                and saj % vec == 0 and syr % vec == 0 and A.data.ptr % 16 == 0
                and Y.data.ptr % 16 == 0)
-    if (method == "owned" and rowwise and ct == "float" and nnz >= 2
+    if method == "slots" and rowwise and ct == "float" and nnz >= 2 and (
+            SLOTS_MIN_D <= d < (1 << 21)):
+        return _apply_slots(A, m, n, saj, d, nnz, seed, stream, Y, syr)
+    if (method in ("slots", "owned") and rowwise and ct == "float" and nnz >= 2
             and _owned_smem(d, nnz) <= device_properties()[1]):
         return _apply_owned(A, m, n, saj, d, nnz, seed, stream, Y, syr)
-    if method in ("owned", "red") and rowwise:
+    if method in ("slots", "owned", "red") and rowwise:
         sms, _ = device_properties()
         blocks = max(1, min(-(-m * 32 // 256), sms * 8))
         launch(f"sc_sparse_apply_red<{ct}>", (blocks,), (256,),
@@ -116,7 +179,7 @@ def _check(d, nnz):
 def sparse_sign_left(A, d, nnz, seed, stream, method=None):
     """``S @ A`` for the sparse-sign operator S (d, m); A cupy.ndarray (m, n) -> (d, n).
 
-    ``method`` picks the kernel ("owned", "red", "smem"; default ``LEFT_METHOD``), for
+    ``method`` picks the kernel ("slots", "owned", "red", "smem"; default ``LEFT_METHOD``), for
     benchmarks and tests; each falls back to the next on inputs it does not take."""
     import cupy
     A = require_cupy_2d(A, "A")

@@ -389,3 +389,212 @@ extern "C" __global__ void sc_sparse_indices(sc_i64 j0, sc_i64 nj, int d, int nn
         signs[e] = h < 0 ? -1.0 : 1.0;
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// sc_sparse_apply_slots: Y (zeroed, row-major d x n) += S @ A for row-major float32 A (m, n),
+// n % 4 == 0, 16-byte aligned rows; Y accumulated in registers.
+//
+// Rows of A stream through the block in chunks of R. For every chunk a slot table, built
+// once per chunk by sc_sparse_slots and shared by all column tiles, gives each row of Y H
+// places for the chunk's rows of A that add into it and H for those that subtract (further
+// ones go to an overflow list, added with global reductions from the staged tile). Thread (warp w, lane l) owns rows
+// 32 w .. 32 w + 31 of its block of Y and column l of its 32-column tile as 32 float
+// registers; per row of Y and chunk it makes one broadcast load of the slot and 2 H
+// conflict-free loads of staged A values, empty places reading a zero row: no atomics, no
+// branches, 2 H independent loads in flight. Measured against the alternatives on an H200
+// (d = 1024, nnz = 8, 1e6 x 256): a switch over the exact entry count (indirect branches)
+// took 1.3 ms, predicating seven places with a sign bit 3x the instructions; the "owned"
+// kernel above, a load and a store per update into a shared-memory Y, 1.7 ms.
+#define SC_SLOT_TB 1024         // rows of Y per block at most: 32 warps x 32 rows
+#define SC_SLOT_OVS 256         // staged head of a chunk's overflow list (u32: count, entries)
+
+template <int H> struct sc_slot_word;             // the 2 H u16 places of one slot
+template <> struct sc_slot_word<2> { typedef uint2 type; };
+template <> struct sc_slot_word<4> { typedef uint4 type; };
+
+__device__ __forceinline__ void sc_cp_async_wait_all() {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group 0;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void sc_cp_async8(void* smem, const void* gmem) {
+#if __CUDA_ARCH__ >= 800
+    const unsigned dst = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 8;" :: "r"(dst), "l"(gmem) : "memory");
+#else
+    *reinterpret_cast<uint2*>(smem) = *reinterpret_cast<const uint2*>(gmem);
+#endif
+}
+
+__device__ __forceinline__ int sc_sparse_band(sc_i64 row, int d, int nnz) {
+    return (int)(((row + 1) * nnz - 1) / d);
+}
+
+// Slot tables of chunks 0 .. gridDim.x - 1 of rows j0 .. j0 + m - 1 of A, one block per
+// (chunk c, block tb of tbw rows of Y). Slot of row i of the block: 2 H u16, places 0 .. H-1
+// the chunk's rows (0 .. R - 1) that add into it, H .. 2H-1 those that subtract, R where
+// empty. Further entries of (c, tb) go to OV[(c ntb + tb) ovstride]: their count, then
+// (r << 22 | minus << 21 | row of Y); ovstride >= 1 + R nb, a multiple of 4.
+template <int H>
+__global__ void __launch_bounds__(256)
+sc_sparse_slots(sc_i64 j0, sc_i64 m, int R, int d, int nnz, sc_u64 seed, sc_u64 stream,
+                int tbw, int ntb, int ovstride, typename sc_slot_word<H>::type* SL,
+                unsigned* OV) {
+    __shared__ unsigned cnt[SC_SLOT_TB];          // plus count | minus count << 16
+    __shared__ unsigned short ent[SC_SLOT_TB][2 * H];
+    __shared__ unsigned ocount;
+    const int tid = threadIdx.x, nt = blockDim.x;
+    const sc_i64 c = blockIdx.x;
+    const int tb = blockIdx.y;
+    const int T0 = tb * tbw, T1 = min(d, T0 + tbw);
+    for (int i = tid; i < tbw; i += nt) cnt[i] = 0u;
+    if (tid == 0) ocount = 0u;
+    __syncthreads();
+    // Only the bands of nonzeros that can land in rows T0 .. T1 - 1.
+    const int tlo = sc_sparse_band(T0, d, nnz), nb = sc_sparse_band(T1 - 1, d, nnz) - tlo + 1;
+    unsigned* ov = OV + (c * ntb + tb) * (sc_i64)ovstride;
+    for (int e = tid; e < R * nb; e += nt) {
+        const int r = e % R, t = tlo + e / R;
+        const sc_i64 j = c * R + r;
+        if (j >= m) continue;
+        const int h = sc_sparse_hash(seed, stream, j0 + j, t, d, nnz);
+        const int row = h & 0x7fffffff;
+        if (row < T0 || row >= T1) continue;
+        const unsigned neg = (unsigned)h >> 31;
+        const unsigned old = atomicAdd(&cnt[row - T0], neg ? 0x10000u : 1u);
+        const unsigned rank = neg ? old >> 16 : old & 0xffffu;
+        if (rank < H) {
+            ent[row - T0][neg * H + rank] = (unsigned short)r;
+        } else {
+            const unsigned o = atomicAdd(&ocount, 1u);
+            ov[1 + o] = ((unsigned)r << 22) | (neg << 21) | (unsigned)row;
+        }
+    }
+    __syncthreads();
+    unsigned* sl = reinterpret_cast<unsigned*>(SL + (c * ntb + tb) * (sc_i64)tbw);
+    for (int i = tid; i < tbw; i += nt) {
+        const unsigned np = min(cnt[i] & 0xffffu, (unsigned)H), nm = min(cnt[i] >> 16, (unsigned)H);
+        unsigned short out[2 * H];
+#pragma unroll
+        for (int v = 0; v < H; ++v) {
+            out[v] = v < np ? ent[i][v] : (unsigned short)R;
+            out[H + v] = v < nm ? ent[i][H + v] : (unsigned short)R;
+        }
+#pragma unroll
+        for (int v = 0; v < H; ++v) sl[i * H + v] = out[2 * v] | ((unsigned)out[2 * v + 1] << 16);
+    }
+    if (tid == 0) ov[0] = ocount;
+}
+
+// Stage chunk c (rows c R .. c R + R - 1 of A's 32-column tile Ab, rows past m and columns
+// past ncols zero-filled), its tbw slots (SLb + c slstride) and the head of its overflow
+// list (OVb + c ovstride). Slab offsets fit in 32 bits (rows, columns, chunks), which keeps
+// the loop state in few registers.
+template <int H>
+__device__ __forceinline__ void sc_slot_stage(const float* Ab, int m, int ncols, sc_i64 lda,
+                                              int R, const typename sc_slot_word<H>::type* SLb,
+                                              sc_i64 slstride, int tbw, const unsigned* OVb,
+                                              sc_i64 ovstride, int c, float* stage,
+                                              typename sc_slot_word<H>::type* slots,
+                                              unsigned* ovs) {
+    const int tid = threadIdx.x, nt = blockDim.x;
+    for (int e = tid; e < R * 8; e += nt) {
+        const int rr = e >> 3, cq = e & 7, r = c * R + rr;
+        const bool valid = r < m && 4 * cq < ncols;
+        sc_cp_async16(stage + rr * 32 + 4 * cq, valid ? Ab + r * lda + 4 * cq : Ab, valid);
+    }
+    const typename sc_slot_word<H>::type* src = SLb + c * slstride;
+    for (int i = tid; i < tbw; i += nt) {
+        if (H == 4) sc_cp_async16(slots + i, src + i, true);
+        else sc_cp_async8(slots + i, src + i);
+    }
+    const unsigned* ovsrc = OVb + c * ovstride;
+    for (int i = tid; i < SC_SLOT_OVS / 4; i += nt) sc_cp_async16(ovs + 4 * i, ovsrc + 4 * i, true);
+}
+
+template <int H> struct sc_slot_sum;
+template <> struct sc_slot_sum<4> {
+    static __device__ __forceinline__ float get(uint4 s, const float* col) {
+        const float plus = (col[(s.x & 0xffffu) * 32] + col[(s.x >> 16) * 32])
+                         + (col[(s.y & 0xffffu) * 32] + col[(s.y >> 16) * 32]);
+        const float minus = (col[(s.z & 0xffffu) * 32] + col[(s.z >> 16) * 32])
+                          + (col[(s.w & 0xffffu) * 32] + col[(s.w >> 16) * 32]);
+        return plus - minus;
+    }
+};
+template <> struct sc_slot_sum<2> {
+    static __device__ __forceinline__ float get(uint2 s, const float* col) {
+        return (col[(s.x & 0xffffu) * 32] + col[(s.x >> 16) * 32])
+             - (col[(s.y & 0xffffu) * 32] + col[(s.y >> 16) * 32]);
+    }
+};
+
+template <int H>
+__global__ void __launch_bounds__(SC_SLOT_TB, 1)
+sc_sparse_apply_slots(const float* A, int m, sc_i64 n, sc_i64 lda, int d, int R,
+                      const typename sc_slot_word<H>::type* SL, const unsigned* OV,
+                      int ovstride, int tbw, int ntb, int nchunks, int chunks_per_block,
+                      double scale, float* Y, sc_i64 ldy) {
+    typedef typename sc_slot_word<H>::type word;
+    extern __shared__ __align__(16) unsigned char sc_smem[];
+    const int sstride = (R + 1) * 32;                    // a staged tile and its zero row
+    float* stage0 = (float*)sc_smem;                     // 2 x ((R + 1) x 32)
+    word* slots0 = (word*)(stage0 + 2 * sstride);        // 2 x tbw
+    unsigned* ovs0 = (unsigned*)(slots0 + 2 * tbw);      // 2 x SC_SLOT_OVS
+    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+    const sc_i64 c0 = (sc_i64)blockIdx.x * 32;
+    const int tb = blockIdx.z;
+    const int cb = blockIdx.y * chunks_per_block;
+    const int ce = min(nchunks, cb + chunks_per_block);
+    if (cb >= ce) return;                                // uniform: the whole block
+    const float* Ab = A + c0;
+    const int ncols = (int)min((sc_i64)32, n - c0);
+    const word* SLb = SL + (sc_i64)tb * tbw;
+    const sc_i64 slstride = (sc_i64)ntb * tbw;
+    const unsigned* OVb = OV + (sc_i64)tb * ovstride;
+    const sc_i64 ovs_stride = (sc_i64)ntb * ovstride;
+    const float sv = (float)scale;
+    float acc[32];
+#pragma unroll
+    for (int k = 0; k < 32; ++k) acc[k] = 0.f;
+    if (tid < 64) stage0[(tid >> 5) * sstride + R * 32 + (tid & 31)] = 0.f;   // zero rows
+    sc_slot_stage<H>(Ab, m, ncols, lda, R, SLb, slstride, tbw, OVb, ovs_stride, cb, stage0,
+                     slots0, ovs0);
+    sc_cp_async_commit();
+    int buf = 0;
+    for (int c = cb; c < ce; ++c, buf ^= 1) {
+        sc_cp_async_wait_all();
+        // Chunk c has landed for every thread, and chunk c - 1 (the other buffer) is done.
+        __syncthreads();
+        if (c + 1 < ce)
+            sc_slot_stage<H>(Ab, m, ncols, lda, R, SLb, slstride, tbw, OVb, ovs_stride, c + 1,
+                             stage0 + (buf ^ 1) * sstride, slots0 + (buf ^ 1) * tbw,
+                             ovs0 + (buf ^ 1) * SC_SLOT_OVS);
+        sc_cp_async_commit();
+        const word* sl = slots0 + buf * tbw + w * 32;
+        const float* col = stage0 + buf * sstride + lane;
+#pragma unroll
+        for (int k = 0; k < 32; ++k) acc[k] += sc_slot_sum<H>::get(sl[k], col);
+        // Entries beyond the slots' places: one coalesced reduction per entry into Y, from
+        // the staged tile (the list's head is staged; a longer list reads on from L2).
+        const unsigned* ovs = ovs0 + buf * SC_SLOT_OVS;
+        const unsigned* ovg = OVb + c * ovs_stride;
+        const unsigned count = ovs[0];
+        for (unsigned o = w; o < count; o += blockDim.x >> 5) {
+            const unsigned u = 1 + o < SC_SLOT_OVS ? ovs[1 + o] : ovg[1 + o];
+            const float a = col[(u >> 22) * 32];
+            if (lane < ncols)
+                atomicAdd(Y + (sc_i64)(u & 0x1fffffu) * ldy + c0 + lane,
+                          (u >> 21) & 1u ? -sv * a : sv * a);
+        }
+    }
+    if (lane < ncols) {
+#pragma unroll
+        for (int k = 0; k < 32; ++k) {
+            const int row = tb * tbw + w * 32 + k;
+            if (row < d) atomicAdd(Y + (sc_i64)row * ldy + c0 + lane, sv * acc[k]);
+        }
+    }
+}
+

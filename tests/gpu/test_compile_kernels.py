@@ -33,6 +33,7 @@ def test_every_instantiation_compiles(compiled, arch):
     exprs = _loader.name_expressions()
     assert set(mapping) == set(exprs)
     assert "sc_sparse_apply_owned<1>" in mapping and "sc_sparse_apply_owned<2>" in mapping
+    assert "sc_sparse_apply_slots<2>" in mapping and "sc_sparse_apply_slots<4>" in mapping
     for expr, lowered in mapping.items():
         assert lowered, expr
         # The symbol must be in the emitted cubin/PTX, i.e. the kernel really was generated.
@@ -54,9 +55,11 @@ def test_every_kernel_is_instantiated_for_every_dtype():
     for name in templated:
         used = [e for e in exprs if e.startswith(name + "<")]
         assert used, f"template kernel {name} is never instantiated"
-        # sc_sparse_apply_owned is float32-only (templated on columns per thread).
+        # The "owned" and "slots" kernels are float32-only (templated on columns per
+        # thread, places per slot).
         if (name.startswith(("sc_fill_", "sc_sparse_", "sc_fwht", "sc_dense"))
-                and name != "sc_sparse_apply_owned"):
+                and name not in ("sc_sparse_apply_owned", "sc_sparse_apply_slots",
+                                 "sc_sparse_slots")):
             for t in ("float", "double"):
                 assert f"{name}<{t}>" in exprs, f"{name} lacks a {t} instantiation"
     for t in ("float", "double", "sc_half", "sc_bf16"):
@@ -67,8 +70,9 @@ def test_every_kernel_is_instantiated_for_every_dtype():
 def test_extern_c_kernels_present(compiled):
     binary, _ = compiled["sm_90"]
     src = _loader.program_source()
-    plain = re.findall(r'extern "C" __global__ void (\w+)\(', src)
-    assert plain
+    plain = re.findall(r'extern "C" __global__ void\s+(?:__launch_bounds__\([^)]*\)\s+)?(\w+)\(',
+                       src)
+    assert plain and "sc_sparse_indices" in plain
     for name in plain:
         assert name.encode() in binary, name
 

@@ -113,7 +113,7 @@ def test_sparse_apply(dtype, d, m, n, nnz):
     ref = S @ A.astype(np.float64)
     bound = (gamma(count.max() + 1, dtype) * (np.abs(S) @ np.abs(A.astype(np.float64)))
              + 1e-300)
-    for method in ("smem", "red", "owned"):   # every left kernel (owned, red: n % 4 == 0)
+    for method in ("smem", "red", "owned", "slots"):   # every left kernel (n % 4 == 0: not smem)
         Yi = _cuda.sparse_sign_left(cupy.asarray(A), d, nnz, seed, stream, method=method)
         assert Yi.dtype == dtype and Yi.shape == (d, n)
         assert_within(cupy.asnumpy(Yi), ref, bound, f"sparse_sign_left {method}")
@@ -142,6 +142,30 @@ def test_sparse_apply_owned_slabs_and_vectors(monkeypatch, vector):
     bound = gamma((S != 0).sum(axis=1).max() + 1, np.float32) * (np.abs(S) @ np.abs(A))
     Y = _cuda.sparse_sign_left(cupy.asarray(A), d, nnz, 77, stream, method="owned")
     assert_within(cupy.asnumpy(Y), ref, bound, f"owned, vector={vector}")
+
+
+@pytest.mark.parametrize("d,m,n,nnz,plan", [
+    (512, 5000, 96, 8, (480, 4)),    # 7.5 entries per row of Y and chunk: many overflow
+    (1024, 6000, 64, 8, (256, 2)),   # two places per sign, some overflow
+    (2500, 7000, 40, 3, None),       # three blocks of rows of Y, the last one partial
+    (64, 3001, 36, 8, None),         # two warps per block, a ragged last chunk
+])
+def test_sparse_apply_slots_slabs_and_overflow(monkeypatch, d, m, n, nnz, plan):
+    """The "slots" kernel over several slabs of slot tables, with blocks of rows of Y,
+    overflow entries (more rows of A hitting one row of Y in a chunk than its slot has
+    places) and tiny d, against the float64 product."""
+    from sketchcore._cuda import _sparse
+    monkeypatch.setattr(_sparse, "_SLOT_SLAB", 2048)
+    monkeypatch.setattr(_sparse, "SLOTS_MIN_D", 1)
+    if plan is not None:
+        monkeypatch.setattr(_sparse, "_slot_plan", lambda *args: plan)
+    stream = make_stream("sparse_sign", 0, 0)
+    A = np.random.default_rng(d + m).standard_normal((m, n)).astype(np.float32)
+    S = _sparse_dense_cpu(d, m, nnz, 78, stream, np.float64)
+    ref = S @ A.astype(np.float64)
+    bound = gamma((S != 0).sum(axis=1).max() + 1, np.float32) * (np.abs(S) @ np.abs(A))
+    Y = _cuda.sparse_sign_left(cupy.asarray(A), d, nnz, 78, stream, method="slots")
+    assert_within(cupy.asnumpy(Y), ref, bound, f"slots d={d} nnz={nnz}")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
