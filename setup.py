@@ -1,7 +1,8 @@
-"""Build the Cython kernels of ``sketchcore._cpu``.
+"""Build the Cython kernels of ``sketchcore._cpu`` and the launch-trace replayer of
+``sketchcore._cuda`` (plain C: no CUDA toolkit needed).
 
-Every ``sketchcore/_cpu/*.pyx`` becomes an extension, so adding a kernel module needs
-no edit here. OpenMP flags are chosen per compiler; without OpenMP the kernels build
+Every ``sketchcore/_cpu/*.pyx`` and ``sketchcore/_cuda/*.pyx`` becomes an extension, so
+adding a module needs no edit here. OpenMP flags are chosen per compiler; without OpenMP the kernels build
 serially (``prange`` degrades to ``range``).
 
 Environment switches
@@ -75,7 +76,9 @@ class BuildExt(build_ext):
 
 def _extensions():
     exts = []
-    for path in sorted(glob.glob(os.path.join("sketchcore", "_cpu", "*.pyx"))):
+    paths = glob.glob(os.path.join("sketchcore", "_cpu", "*.pyx"))
+    paths += glob.glob(os.path.join("sketchcore", "_cuda", "*.pyx"))   # no CUDA needed to build
+    for path in sorted(paths):
         module = os.path.splitext(path)[0].replace(os.sep, ".")
         exts.append(Extension(
             module, [path],

@@ -97,6 +97,8 @@ def main():
         bench.notes.append(f"kernel=owned needs d x 32 floats of shared memory; at d = "
                            f"{', '.join(map(str, too_big))} it falls back to kernel=red "
                            f"(and so do nnz = 1 rows).")
+    bench.notes.append(f"kernel=slots (the default for d >= {_sparse.SLOTS_MIN_D}, nnz >= 2) "
+                       f"falls back to kernel=owned for nnz = 1, i.e. to red.")
     print(bench.write(dev))
 
 

@@ -85,7 +85,8 @@ def main():
 
             add_layer_rows("sketchcore_torch SKLinear", layer)
             # The same layer replayed as CUDA graphs: no Python on the way, so the GPU
-            # time shows (the eager layer is host-bound at this size).
+            # time shows (the eager layer replays recorded launches, but torch's autograd
+            # still costs host time per call).
             add_layer_rows("sketchcore_torch SKLinear, CUDA graph",
                            torch.cuda.make_graphed_callables(layer, (x,)))
         except Exception as exc:   # report, never hide: the table says what did not run
@@ -113,9 +114,11 @@ def main():
     bench.notes.append("Targets: >= 1.5x plain torch factor math (float32, bfloat16); "
                        ">= 30x nn.Linear float32, >= 5x bfloat16.")
     bench.notes.append("Eager rows are timed per call from an idle GPU, so Python host time "
-                       "counts where it exceeds the GPU's (the eager layer's and the direct "
-                       "kernel calls' are); 'CUDA graph' rows replay the same layer captured by "
-                       "torch.cuda.make_graphed_callables (no Python per call).")
+                       "counts where it exceeds the GPU's; the eager layer replays the launches "
+                       "recorded at its first call (sketchcore._cuda._trace), the direct kernel "
+                       "calls run the ordinary Python path each time; 'CUDA graph' rows replay "
+                       "the same layer captured by torch.cuda.make_graphed_callables (no "
+                       "Python per call).")
     print(bench.write(dev))
 
 

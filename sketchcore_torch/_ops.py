@@ -19,6 +19,7 @@ and ``SKLinear`` use ``_EagerSKLinear``, an ``autograd.Function`` over the same 
 formulas that skips the dispatcher's per-call cost. Half-precision inputs are computed in
 float32 and returned in the inputs' dtype (``hidden`` stays float32).
 """
+import os
 from typing import Optional, Tuple
 
 import torch
@@ -129,31 +130,98 @@ def _cuda_view(t):
     return view
 
 
+# Launch traces (sketchcore._cuda._trace): the first eager call of a configuration runs the
+# ordinary path while its launches are recorded; later calls replay them with the new
+# tensors' addresses, temporaries in one workspace tensor. A backward is recorded after a
+# recorded forward (its launches may address the forward's temporaries, which a replayed
+# forward keeps in its workspace), so a training forward keeps recording until a backward
+# of its configuration has been. SKETCHCORE_TRACE=0 turns replays off.
+_TRACE = os.environ.get("SKETCHCORE_TRACE", "1") != "0"
+_fwd_traces = {}     # forward key -> Trace, or None where recording failed
+_bwd_traces = {}     # (forward key, flags, dtypes) -> Trace or None
+_bwd_recorded = set()   # forward keys with a backward trace
+_TRACE_CACHE_SIZE = 512  # configurations kept (each new batch size is one): then start over
+
+
+def _remember(cache, key, trace):
+    if len(cache) >= _TRACE_CACHE_SIZE:
+        _fwd_traces.clear()
+        _bwd_traces.clear()
+        _bwd_recorded.clear()
+    cache[key] = trace
+
+
+def _traceable(device_index):
+    """Replays launch on the current device: take tensors on it only."""
+    return _TRACE and device_index == torch._C._cuda_getDevice()
+
+
+def _slots(tensors):
+    return [0 if t is None else t.data_ptr() for t in tensors]
+
+
+def _regions(tensors):
+    return [(t.data_ptr(), t.numel() * t.element_size(), i, 0)
+            for i, t in enumerate(tensors) if t is not None]
+
+
 def _cuda_forward(x, S1s, S2s, U1s, U2s, bias, saved=None):
     from sketchcore import _cuda
+    from sketchcore._cuda import _trace, _linear
     from sketchcore_torch._bridge import cuda_stream
     storage = "bfloat16" if x.dtype == torch.bfloat16 else None
     if bias is not None and bias.dtype != x.dtype:
         bias = bias.to(x.dtype)        # the kernel adds the bias in the output's type
+    x, S1s, S2s, U1s, U2s = (t.contiguous() for t in (x, S1s, S2s, U1s, U2s))
+    bias = None if bias is None else bias.contiguous()
     L, _, k = S1s.shape
     # Results in torch's allocator, written by the kernels through CuPy views: no DLPack
     # round trip on the way back (tens of microseconds of host time per tensor).
     y = x.new_empty((x.shape[0], S2s.shape[2]))
     hidden = x.new_empty((x.shape[0], 2 * L * k), dtype=_compute_dtype(x.dtype))
+    tensors = (x, S1s, S2s, U1s, U2s, bias, y, hidden)
+    index = x.get_device()
+    traceable = _traceable(index)
+    key = (x.shape, x.dtype, S1s.shape, S1s.dtype, S2s.shape,
+           None if bias is None else bias.dtype, index, _linear.HALF_PRODUCTS)
+    trace = _fwd_traces.get(key) if traceable else None
+    if trace is not None and (saved is None or key in _bwd_recorded):
+        ws = x.new_empty((trace.workspace_bytes,), dtype=torch.uint8)
+        trace.replay(_slots(tensors), ws.data_ptr(), torch._C._cuda_getCurrentRawStream(index))
+        if saved is not None:
+            saved["trace"] = (key, ws, None)
+        return y, hidden
+    rec = _trace.record(_regions(tensors), len(tensors)) if (
+        traceable and (key not in _fwd_traces or trace is not None)) else None
     with cuda_stream(x.device):
         args = [_cuda_view(t) for t in (x, S1s, S2s, U1s, U2s, bias)]
-        _cuda.sketched_linear_forward(*args, storage=storage,
-                                      out=(_cuda_view(y), _cuda_view(hidden)), saved=saved)
+        with rec if rec is not None else _no_context():
+            _cuda.sketched_linear_forward(*args, storage=storage,
+                                          out=(_cuda_view(y), _cuda_view(hidden)), saved=saved)
+    if rec is not None:
+        _remember(_fwd_traces, key, rec.trace)
+        if saved is not None and rec.trace is not None:
+            saved["trace"] = (key, None, rec.temps)
     return y, hidden
+
+
+class _no_context:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
 
 
 def _cuda_backward(grad_y, x, hidden, S1s, S2s, U1s, U2s, has_bias, need_x, need_weights,
                    saved=None):
     from sketchcore import _cuda
+    from sketchcore._cuda import _trace
     from sketchcore_torch._bridge import cuda_stream
     storage = "bfloat16" if x.dtype == torch.bfloat16 else None
     if grad_y.dtype != x.dtype:
         grad_y = grad_y.to(x.dtype)
+    grad_y = grad_y.contiguous()       # e.g. the expanded gradient of a sum
     # Gradients in torch's allocator (see _cuda_forward); the parameters' in the factors'
     # dtype, as the kernels return them. grad_bias right after grad_S2s in one block: the
     # 16-bit kernels then fill both with one product.
@@ -168,10 +236,36 @@ def _cuda_backward(grad_y, x, hidden, S1s, S2s, U1s, U2s, has_bias, need_x, need
         gb = S1s.new_empty((o,))
     grads = (x.new_empty(x.shape) if need_x else None,
              S1s.new_empty(S1s.shape) if need_weights else None, gS2, gb)
-    with cuda_stream(x.device):
-        args = [_cuda_view(t) for t in (grad_y, x, hidden, S1s, S2s, U1s, U2s)]
-        _cuda.sketched_linear_backward(*args, has_bias, need_x, need_weights, storage=storage,
-                                       out=tuple(_cuda_view(t) for t in grads), saved=saved)
+    tensors = (grad_y, x, hidden, S1s, S2s, U1s, U2s) + grads
+    fwd = None if saved is None else saved.get("trace")
+    key = trace = None
+    index = x.get_device()
+    if fwd is not None and _traceable(index):
+        key = (fwd[0], has_bias, need_x, need_weights, grad_y.dtype,
+               None if hidden is None else hidden.dtype)
+        trace = _bwd_traces.get(key)
+    if trace is not None and fwd[1] is not None:
+        # The forward replayed too: its temporaries are in its workspace, the last slot.
+        ws = x.new_empty((trace.workspace_bytes,), dtype=torch.uint8)
+        trace.replay(_slots(tensors) + [fwd[1].data_ptr()], ws.data_ptr(),
+                     torch._C._cuda_getCurrentRawStream(index))
+    else:
+        rec = None
+        if key is not None and fwd[2] is not None and key not in _bwd_traces:
+            # A recorded forward: its temporaries become offsets in its workspace slot.
+            regions = _regions(tensors) + [(p, n, len(tensors), off) for p, n, off in fwd[2]]
+            rec = _trace.record(regions, len(tensors) + 1)
+        with cuda_stream(x.device):
+            args = [_cuda_view(t) for t in (grad_y, x, hidden, S1s, S2s, U1s, U2s)]
+            with rec if rec is not None else _no_context():
+                _cuda.sketched_linear_backward(*args, has_bias, need_x, need_weights,
+                                               storage=storage,
+                                               out=tuple(_cuda_view(t) for t in grads),
+                                               saved=saved)
+        if rec is not None:
+            _remember(_bwd_traces, key, rec.trace)
+            if rec.trace is not None:
+                _bwd_recorded.add(fwd[0])
     out = []
     for g, ref in zip(grads, (x, S1s, S2s, S2s)):
         if g is None:

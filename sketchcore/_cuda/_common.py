@@ -2,7 +2,7 @@
 import numpy as np
 
 __all__ = ["ctype_of", "acc_dtype", "NULL", "i32", "i64", "u64", "f64", "require_cupy_2d",
-           "BF16"]
+           "BF16", "zero"]
 
 #: Marker for bfloat16 data carried in a uint16/int16 CuPy array (CuPy has no bfloat16).
 BF16 = "bfloat16"
@@ -62,3 +62,20 @@ def require_cupy_2d(a, name):
     if a.ndim != 2:
         raise ValueError(f"{name} must be 2-D, got shape {a.shape}")
     return cupy.ascontiguousarray(a)
+
+
+def zero(a):
+    """Fill CuPy array ``a`` with zeros on CuPy's current stream; returns ``a``. For a
+    C-contiguous array this is a memset a launch trace can replay (``_trace``)."""
+    import cupy
+    from sketchcore._cuda import _trace
+    if not a.flags.c_contiguous:          # a strided view: CuPy's fill, not replayable
+        rec = _trace.recording()
+        if rec is not None:
+            rec.fail("zero fill of a strided view")
+        a.fill(0)
+    elif a.nbytes:
+        _trace.note_memset(a.data.ptr, a.nbytes)
+        cupy.cuda.runtime.memsetAsync(a.data.ptr, 0, a.nbytes,
+                                      cupy.cuda.get_current_stream().ptr)
+    return a

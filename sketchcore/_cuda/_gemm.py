@@ -8,7 +8,7 @@ import numpy as np
 
 from sketchcore._cuda._loader import (launch, gemm_name, wide_name, gemm_combos, GEMM_TILES,
                                      device_properties, grid_size)
-from sketchcore._cuda._common import NULL, i32, i64, u64, f64
+from sketchcore._cuda._common import NULL, i32, i64, u64, f64, zero
 
 __all__ = ["Operand", "gemm", "MODE_MEMORY", "MODE_SIGN", "MODE_GAUSSIAN"]
 
@@ -94,11 +94,11 @@ def gemm(M, N, K, a, b, out, out_ctype, acc, alpha=1.0, bias=None, ldc=None, ldc
         direct = out_ctype == acc and bias is None
         if direct:
             ws, wr, wc = out, ldc, ldc_c
-            ws.fill(0)            # callers pass whole arrays, so this is exactly the output
+            zero(ws)              # callers pass whole arrays, so this is exactly the output
         else:
             if ldc_c != 1:
                 raise ValueError("a converted split-K output must have unit column stride")
-            ws, wr, wc = cupy.zeros((M, N), dtype=acc_np), N, 1
+            ws, wr, wc = zero(cupy.empty((M, N), dtype=acc_np)), N, 1
         if K > 0:
             launch(name, (gm, gn, split), (256,),
                    (i32(M), i32(N), i32(K), *a.args(), *b.args(),

@@ -14,7 +14,7 @@ import numpy as np
 
 from sketchcore._cuda._gemm import Operand, gemm
 from sketchcore._cuda._loader import launch, grid_size
-from sketchcore._cuda._common import ctype_of, acc_dtype, i32, i64, NULL
+from sketchcore._cuda._common import ctype_of, acc_dtype, i32, i64, NULL, zero
 
 __all__ = ["sketched_linear_forward", "sketched_linear_backward", "HALF_PRODUCTS"]
 
@@ -199,10 +199,9 @@ def sketched_linear_backward(g, x, hidden, S1s, S2s, U1s, U2s, has_bias, need_x=
             gS2 = _convert(gS2, fct, acc, S1s.dtype, None if out is None else out[2])
     if has_bias:
         if fct == acc:
-            gb_acc = _new(out, 3, (o,), acc_np)
-            gb_acc.fill(0)
+            gb_acc = zero(_new(out, 3, (o,), acc_np))
         else:
-            gb_acc = cupy.zeros(o, dtype=acc_np)
+            gb_acc = zero(cupy.empty(o, dtype=acc_np))
         rows = 256
         launch(f"sc_colsum<{xct}, {acc}>", (-(-o // 256), -(-n // rows)), (256,),
                (i64(n), i64(o), g, i64(o), gb_acc, i64(rows)))
@@ -342,7 +341,7 @@ def _tc_backward(g, x, hidden, S1s, S2s, U1s, U2s, has_bias, need_x, need_weight
                 Mat(g.data.ptr, xct, n, o, o), alpha=c)
         colsum = has_bias and not fused
     if colsum:
-        gb_acc = cupy.zeros(o, dtype=np.float32)
+        gb_acc = zero(cupy.empty(o, dtype=np.float32))
         launch(f"sc_colsum<{xct}, float>", (-(-o // 256), -(-n // 256)), (256,),
                (i64(n), i64(o), g, i64(o), gb_acc, i64(256)))
         gb = _convert(gb_acc, fct, "float", S1s.dtype, None if out is None else out[3])

@@ -20,6 +20,8 @@ import tempfile
 import threading
 from importlib import resources
 
+from sketchcore._cuda import _trace
+
 __all__ = ["DTYPE_NAMES", "OPTIONS", "program_source", "headers", "name_expressions",
            "compile_program", "kernel", "launch", "device_arch", "grid_size"]
 
@@ -251,6 +253,7 @@ def launch(expr, grid, block, args, shared_mem=0):
     """Launch a kernel on CuPy's current stream (torch's, inside the bridge's context)."""
     import cupy
     fn = kernel(expr, shared_mem)
+    _trace.note_launch(fn.ptr, grid, block, shared_mem, args)
     fn(tuple(grid), tuple(block), tuple(args), shared_mem=int(shared_mem),
        stream=cupy.cuda.get_current_stream())
 

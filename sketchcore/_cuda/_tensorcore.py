@@ -11,7 +11,9 @@ output is written once, by the product itself.
 """
 import numpy as np
 
-__all__ = ["Mat", "gemm_rm"]
+from sketchcore._cuda import _trace
+
+__all__ = ["Mat", "gemm_rm", "cublas_call", "lt_plan", "lt_handle"]
 
 _CUDA_R = {"float": 0, "sc_half": 2, "sc_bf16": 14}
 _COMPUTE_32F = 68
@@ -77,11 +79,12 @@ def _check(status, what):
         raise RuntimeError(f"{what} failed with cuBLAS status {status}")
 
 
-def _handle():
-    """sketchcore's own cuBLAS handle for the current device, bound to CuPy's current
-    stream (torch's, inside the bridge). Own rather than CuPy's shared handle, whose stream
-    CuPy rebinds before each of its own calls: this one is rebound only when the stream
-    actually changes (setStream and the handle lookup were a third of a call's host time)."""
+def _handle(stream=None):
+    """sketchcore's own cuBLAS handle for the current device, bound to ``stream`` (a raw
+    handle; default CuPy's current stream, torch's inside the bridge). Own rather than
+    CuPy's shared handle, whose stream CuPy rebinds before each of its own calls: this one
+    is rebound only when the stream actually changes (setStream and the handle lookup were
+    a third of a call's host time)."""
     import cupy
     dev = cupy.cuda.runtime.getDevice()
     funcs = _cublas_ctypes()
@@ -95,8 +98,11 @@ def _handle():
         else:
             from cupy.cuda import cublas
             handle = cublas.create()
-        entry = _handles[dev] = [handle, None, cupy.cuda.memory.alloc(_WORKSPACE_BYTES)]
-    stream = cupy.cuda.get_current_stream().ptr
+        with _trace.untracked():          # the handle's for good, not the call's
+            workspace = cupy.cuda.memory.alloc(_WORKSPACE_BYTES)
+        entry = _handles[dev] = [handle, None, workspace]
+    if stream is None:
+        stream = cupy.cuda.get_current_stream().ptr
     if entry[1] != stream:
         if funcs is not None:
             _check(funcs["cublasSetStream_v2"](entry[0], stream), "cublasSetStream")
@@ -130,9 +136,154 @@ def gemm_rm(C, A, B, alpha=1.0, beta=0.0):
             _scalar(float(alpha)), B.ptr, _CUDA_R[B.ctype], B.ld, A.ptr, _CUDA_R[A.ctype],
             A.ld, _scalar(float(beta)), C.ptr, _CUDA_R[C.ctype], C.ld, _COMPUTE_32F,
             _GEMM_DEFAULT)
+    _trace.note_gemm(args)
+    _gemm_ex(args)
+
+
+def _gemm_ex(args):
     funcs = _cublas_ctypes()
     if funcs is not None:
         _check(funcs["cublasGemmEx"](*args), "cublasGemmEx")
     else:
         from cupy.cuda import cublas
         cublas.gemmEx(*args)
+
+
+def cublas_call(args, stream):
+    """cublasGemmEx with ``args`` as ``gemm_rm`` built them (the handle replaced by this
+    device's handle bound to ``stream``): a recorded product replayed (``_trace``)."""
+    args[0] = _handle(stream)
+    _gemm_ex(args)
+
+
+# ------------------------------------------------- cuBLASLt plans for replayed products
+# A replayed product (``_trace``) has fixed shapes, types and transposes, so its algorithm
+# can be chosen once: cublasLtMatmul with descriptors and an algorithm found at recording
+# time skips what cublasGemmEx redoes on every call (descriptors, heuristic lookup), about
+# 30 us of host time per product on the H200 machine's host.
+_LT_TRANSA, _LT_TRANSB = 3, 4                   # cublasLtMatmulDescAttributes_t
+_LT_PREF_MAX_WORKSPACE = 1                      # cublasLtMatmulPreferenceAttributes_t
+_LT_PREF_MIN_ALIGNMENT = (5, 6, 7, 8)           # ... of A, B, C, D in bytes
+_LT_WORKSPACE_BYTES = 32 << 20
+_lt = []             # [ctypes cuBLASLt functions or None], filled once
+_lt_state = {}       # device id -> (Lt handle, workspace allocation)
+
+
+def _lt_ctypes():
+    """cuBLASLt's functions through ctypes, from the libcublasLt that cuBLAS loaded."""
+    if _lt:
+        return _lt[0]
+    import ctypes
+    funcs = None
+    if _cublas_ctypes() is not None:
+        try:
+            with open("/proc/self/maps") as fh:
+                paths = {line.split()[-1] for line in fh if "/libcublasLt.so" in line}
+            if len(paths) == 1:
+                lib = ctypes.CDLL(paths.pop())
+                vp, i, sz, u64, i64 = (ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t,
+                                       ctypes.c_uint64, ctypes.c_int64)
+                spec = {"cublasLtCreate": [ctypes.POINTER(vp)],
+                        "cublasLtMatmulDescCreate": [ctypes.POINTER(vp), i, i],
+                        "cublasLtMatmulDescSetAttribute": [vp, i, vp, sz],
+                        "cublasLtMatrixLayoutCreate": [ctypes.POINTER(vp), i, u64, u64, i64],
+                        "cublasLtMatmulPreferenceCreate": [ctypes.POINTER(vp)],
+                        "cublasLtMatmulPreferenceSetAttribute": [vp, i, vp, sz],
+                        "cublasLtMatmulAlgoGetHeuristic": [vp, vp, vp, vp, vp, vp, vp, i, vp,
+                                                           ctypes.POINTER(i)]}
+                funcs = {}
+                for name, argtypes in spec.items():
+                    fn = getattr(lib, name)
+                    fn.argtypes, fn.restype = argtypes, ctypes.c_int
+                    funcs[name] = fn
+                funcs["matmul_address"] = ctypes.cast(lib.cublasLtMatmul, vp).value
+        except (OSError, AttributeError):
+            funcs = None
+    _lt.append(funcs)
+    return funcs
+
+
+def lt_handle():
+    """(cuBLASLt handle, workspace address, workspace bytes) of the current device, or
+    None where cuBLASLt is not reachable."""
+    import ctypes
+    import cupy
+    from sketchcore._cuda import _trace
+    funcs = _lt_ctypes()
+    if funcs is None:
+        return None
+    dev = cupy.cuda.runtime.getDevice()
+    state = _lt_state.get(dev)
+    if state is None:
+        h = ctypes.c_void_p()
+        _check(funcs["cublasLtCreate"](ctypes.byref(h)), "cublasLtCreate")
+        with _trace.untracked():
+            workspace = cupy.cuda.memory.alloc(_LT_WORKSPACE_BYTES)
+        state = _lt_state[dev] = (h.value, workspace)
+    return state[0], state[1].ptr, _LT_WORKSPACE_BYTES
+
+
+class _LtPlan:
+    """Descriptors and algorithm of one product; owns the memory they live in."""
+
+    __slots__ = ("desc", "layouts", "algo", "workspace")
+
+
+def lt_plan(args, align):
+    """A cuBLASLt plan for the product of cublasGemmEx arguments ``args`` (as ``gemm_rm``
+    builds them) whose operands are ``align``-byte aligned, or None (no cuBLASLt, or no
+    algorithm for it). A replay must check the alignment (algorithms may need it).
+
+    Returns ``(plan, cells)``: ``cells`` are the cublasLtMatmul arguments after the handle,
+    in order (desc, alpha, A, Adesc, B, Bdesc, beta, C, Cdesc, D, Ddesc, algo, workspace,
+    workspace bytes), device addresses left as ``args`` has them; ``plan`` keeps the
+    descriptors alive."""
+    import ctypes
+    funcs = _lt_ctypes()
+    state = lt_handle()
+    if funcs is None or state is None:
+        return None
+    handle, workspace, ws_bytes = state
+    (_, ta, tb, m, n, k, alpha, A, atype, lda, B, btype, ldb, beta, C, ctype, ldc, compute,
+     _) = args
+    vp = ctypes.c_void_p
+    plan = _LtPlan()
+    desc = vp()
+    _check(funcs["cublasLtMatmulDescCreate"](ctypes.byref(desc), compute, _CUDA_R["float"]),
+           "cublasLtMatmulDescCreate")
+    for attr, value in ((_LT_TRANSA, ta), (_LT_TRANSB, tb)):
+        v = ctypes.c_int32(value)
+        _check(funcs["cublasLtMatmulDescSetAttribute"](desc, attr, ctypes.byref(v), 4),
+               "cublasLtMatmulDescSetAttribute")
+    layouts = []
+    for typ, rows, cols, ld in ((atype, m if ta == _OP_N else k, k if ta == _OP_N else m, lda),
+                                (btype, k if tb == _OP_N else n, n if tb == _OP_N else k, ldb),
+                                (ctype, m, n, ldc)):
+        lay = vp()
+        _check(funcs["cublasLtMatrixLayoutCreate"](ctypes.byref(lay), typ, rows, cols, ld),
+               "cublasLtMatrixLayoutCreate")
+        layouts.append(lay)
+    pref = vp()
+    _check(funcs["cublasLtMatmulPreferenceCreate"](ctypes.byref(pref)),
+           "cublasLtMatmulPreferenceCreate")
+    cap = ctypes.c_uint64(ws_bytes)
+    _check(funcs["cublasLtMatmulPreferenceSetAttribute"](pref, _LT_PREF_MAX_WORKSPACE,
+                                                          ctypes.byref(cap), 8),
+           "cublasLtMatmulPreferenceSetAttribute")
+    need_align = ctypes.c_uint32(align)
+    for attr in _LT_PREF_MIN_ALIGNMENT:
+        _check(funcs["cublasLtMatmulPreferenceSetAttribute"](pref, attr,
+                                                              ctypes.byref(need_align), 4),
+               "cublasLtMatmulPreferenceSetAttribute")
+    result = ctypes.create_string_buffer(96)       # cublasLtMatmulHeuristicResult_t
+    count = ctypes.c_int(0)
+    status = funcs["cublasLtMatmulAlgoGetHeuristic"](handle, desc, layouts[0], layouts[1],
+                                                     layouts[2], layouts[2], pref, 1, result,
+                                                     ctypes.byref(count))
+    if status != 0 or count.value < 1:
+        return None
+    need = ctypes.c_size_t.from_buffer(result, 64).value
+    plan.desc, plan.layouts, plan.algo, plan.workspace = desc, layouts, result, need
+    cells = [desc.value, alpha, A, layouts[0].value, B, layouts[1].value, beta, C,
+             layouts[2].value, C, layouts[2].value, ctypes.addressof(result), workspace, need]
+    return plan, cells

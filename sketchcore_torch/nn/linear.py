@@ -86,10 +86,13 @@ class SKLinear(nn.Module):
 
     Notes
     -----
-    On CUDA the forward and backward are a handful of kernel launches each, so small layers
-    are bound by Python's per-call time; ``torch.cuda.make_graphed_callables(layer, (x,))``
-    captures them into CUDA graphs (the kernels run on torch's current stream and take their
-    temporaries from torch's allocator, so capture needs nothing else).
+    On CUDA the forward and backward are a handful of kernel launches each. The first call
+    of a configuration (shapes, dtypes, which gradients) records them; later eager calls
+    replay the recording from C with the new tensors' addresses, so little Python runs per
+    call (``SKETCHCORE_TRACE=0`` turns this off). For the last microseconds,
+    ``torch.cuda.make_graphed_callables(layer, (x,))`` captures the layer into CUDA graphs
+    (the kernels run on torch's current stream and take their temporaries from torch's
+    allocator, so capture needs nothing else).
 
     Raises
     ------
