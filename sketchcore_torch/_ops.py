@@ -20,6 +20,7 @@ formulas that skips the dispatcher's per-call cost. Half-precision inputs are co
 float32 and returned in the inputs' dtype (``hidden`` stays float32).
 """
 import os
+from contextlib import nullcontext
 from typing import Optional, Tuple
 
 import torch
@@ -195,7 +196,7 @@ def _cuda_forward(x, S1s, S2s, U1s, U2s, bias, saved=None):
         traceable and (key not in _fwd_traces or trace is not None)) else None
     with cuda_stream(x.device):
         args = [_cuda_view(t) for t in (x, S1s, S2s, U1s, U2s, bias)]
-        with rec if rec is not None else _no_context():
+        with rec if rec is not None else nullcontext():
             _cuda.sketched_linear_forward(*args, storage=storage,
                                           out=(_cuda_view(y), _cuda_view(hidden)), saved=saved)
     if rec is not None:
@@ -203,14 +204,6 @@ def _cuda_forward(x, S1s, S2s, U1s, U2s, bias, saved=None):
         if saved is not None and rec.trace is not None:
             saved["trace"] = (key, None, rec.temps)
     return y, hidden
-
-
-class _no_context:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _cuda_backward(grad_y, x, hidden, S1s, S2s, U1s, U2s, has_bias, need_x, need_weights,
@@ -257,7 +250,7 @@ def _cuda_backward(grad_y, x, hidden, S1s, S2s, U1s, U2s, has_bias, need_x, need
             rec = _trace.record(regions, len(tensors) + 1)
         with cuda_stream(x.device):
             args = [_cuda_view(t) for t in (grad_y, x, hidden, S1s, S2s, U1s, U2s)]
-            with rec if rec is not None else _no_context():
+            with rec if rec is not None else nullcontext():
                 _cuda.sketched_linear_backward(*args, has_bias, need_x, need_weights,
                                                storage=storage,
                                                out=tuple(_cuda_view(t) for t in grads),

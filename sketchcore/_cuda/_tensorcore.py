@@ -190,7 +190,10 @@ def _lt_ctypes():
                         "cublasLtMatmulPreferenceCreate": [ctypes.POINTER(vp)],
                         "cublasLtMatmulPreferenceSetAttribute": [vp, i, vp, sz],
                         "cublasLtMatmulAlgoGetHeuristic": [vp, vp, vp, vp, vp, vp, vp, i, vp,
-                                                           ctypes.POINTER(i)]}
+                                                           ctypes.POINTER(i)],
+                        "cublasLtMatmulDescDestroy": [vp],
+                        "cublasLtMatrixLayoutDestroy": [vp],
+                        "cublasLtMatmulPreferenceDestroy": [vp]}
                 funcs = {}
                 for name, argtypes in spec.items():
                     fn = getattr(lib, name)
@@ -224,9 +227,19 @@ def lt_handle():
 
 
 class _LtPlan:
-    """Descriptors and algorithm of one product; owns the memory they live in."""
+    """Descriptors and algorithm of one product; destroys the descriptors with itself."""
 
     __slots__ = ("desc", "layouts", "algo", "workspace")
+
+    def __del__(self):
+        funcs = _lt[0] if _lt else None
+        if funcs is None:
+            return
+        for lay in getattr(self, "layouts", ()):
+            funcs["cublasLtMatrixLayoutDestroy"](lay)
+        desc = getattr(self, "desc", None)
+        if desc is not None:
+            funcs["cublasLtMatmulDescDestroy"](desc)
 
 
 def lt_plan(args, align):
@@ -280,10 +293,13 @@ def lt_plan(args, align):
     status = funcs["cublasLtMatmulAlgoGetHeuristic"](handle, desc, layouts[0], layouts[1],
                                                      layouts[2], layouts[2], pref, 1, result,
                                                      ctypes.byref(count))
-    if status != 0 or count.value < 1:
+    funcs["cublasLtMatmulPreferenceDestroy"](pref)
+    plan.desc, plan.layouts = desc, layouts       # destroyed with the plan from here on
+    # The result: algo (64 bytes), workspace size (size_t), state (cublasStatus_t), ...
+    if status != 0 or count.value < 1 or ctypes.c_int.from_buffer(result, 72).value != 0:
         return None
     need = ctypes.c_size_t.from_buffer(result, 64).value
-    plan.desc, plan.layouts, plan.algo, plan.workspace = desc, layouts, result, need
+    plan.algo, plan.workspace = result, need
     cells = [desc.value, alpha, A, layouts[0].value, B, layouts[1].value, beta, C,
              layouts[2].value, C, layouts[2].value, ctypes.addressof(result), workspace, need]
     return plan, cells

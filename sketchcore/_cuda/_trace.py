@@ -205,8 +205,9 @@ class record:
         if exc_type is None and rec.failure is None:
             try:
                 self.trace = Trace(rec.ops, rec.size, rec.nslots)
-            except _Fail as why:
-                rec.fail(str(why))
+            except (_Fail, RuntimeError, OSError, ValueError) as why:
+                # The call itself succeeded; without a trace it keeps the ordinary path.
+                rec.fail(f"{type(why).__name__}: {why}")
         if self.trace is None:
             self.failure = rec.failure or f"{exc_type.__name__}: {exc}"
         return False
