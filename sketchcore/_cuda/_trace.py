@@ -7,9 +7,10 @@ through the ordinary path while noting every launch (``note_launch`` in ``_loade
 ``note_gemm`` in ``_tensorcore.gemm_rm``, ``note_memset`` in ``_common.zero``) and every
 temporary allocated through CuPy's allocator; ``Trace.replay`` then issues the same
 launches with each address rebuilt from the new arrays: no CuPy arrays, no argument
-packing, one workspace for all temporaries, every launch issued from C (``_replay``). On the H200 machine
-the Python around the launches was most of an SKLinear call's host time, which left the
-layer host-bound (see ``bench/sklinear_gpu.py --host``).
+packing, one workspace for all temporaries, every launch issued from C (``_replay``), the
+16-bit products through cuBLASLt plans chosen at recording (``_tensorcore.lt_plan``). On
+the H200 machine the Python around the launches was most of an SKLinear call's host time,
+which left the layer host-bound (see ``bench/sklinear_gpu.py --host``).
 
 Addresses are classified when noted: an address inside a caller's region (the call's
 arrays, given to ``record``) becomes (region's slot, offset); one inside a temporary
@@ -29,7 +30,7 @@ __all__ = ["record", "recording", "untracked", "Trace", "note_launch", "note_gem
 ALIGN = 256                      # workspace offsets of temporaries (cudaMalloc's alignment)
 
 _state = threading.local()
-_driver = []                     # [ctypes driver functions], filled once
+_driver = []                     # [{name: driver entry point address}], filled once
 
 
 def driver():

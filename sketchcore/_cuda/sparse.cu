@@ -397,14 +397,16 @@ extern "C" __global__ void sc_sparse_indices(sc_i64 j0, sc_i64 nj, int d, int nn
 // Rows of A stream through the block in chunks of R. For every chunk a slot table, built
 // once per chunk by sc_sparse_slots and shared by all column tiles, gives each row of Y H
 // places for the chunk's rows of A that add into it and H for those that subtract (further
-// ones go to an overflow list, added with global reductions from the staged tile). Thread (warp w, lane l) owns rows
-// 32 w .. 32 w + 31 of its block of Y and column l of its 32-column tile as 32 float
-// registers; per row of Y and chunk it makes one broadcast load of the slot and 2 H
-// conflict-free loads of staged A values, empty places reading a zero row: no atomics, no
-// branches, 2 H independent loads in flight. Measured against the alternatives on an H200
-// (d = 1024, nnz = 8, 1e6 x 256): a switch over the exact entry count (indirect branches)
-// took 1.3 ms, predicating seven places with a sign bit 3x the instructions; the "owned"
-// kernel above, a load and a store per update into a shared-memory Y, 1.7 ms.
+// ones go to an overflow list, added with global reductions from the staged tile).
+// Thread (warp w, lane l) owns rows 32 w .. 32 w + 31 of its block of Y and column l of
+// its 32-column tile as 32 float registers; per row of Y and chunk it makes one broadcast
+// load of the slot and 2 H conflict-free loads of staged A values, empty places reading a
+// zero row: no atomics, no branches, 2 H independent loads in flight. Measured against the
+// alternatives on an H200 (d = 1024, nnz = 8, 1e6 x 256): a switch over the exact entry
+// count (indirect branches) took 1.3 ms, predicating seven places with a sign bit 3x the
+// instructions; the "owned" kernel above, a load and a store per update into a
+// shared-memory Y, 1.7 ms; this one 1.26 ms, bound by shared-memory loads (half of them
+// of empty places at 4 entries per row of Y and chunk).
 #define SC_SLOT_TB 1024         // rows of Y per block at most: 32 warps x 32 rows
 #define SC_SLOT_OVS 256         // staged head of a chunk's overflow list (u32: count, entries)
 
@@ -474,7 +476,8 @@ sc_sparse_slots(sc_i64 j0, sc_i64 m, int R, int d, int nnz, sc_u64 seed, sc_u64 
     __syncthreads();
     unsigned* sl = reinterpret_cast<unsigned*>(SL + (c * ntb + tb) * (sc_i64)tbw);
     for (int i = tid; i < tbw; i += nt) {
-        const unsigned np = min(cnt[i] & 0xffffu, (unsigned)H), nm = min(cnt[i] >> 16, (unsigned)H);
+        const unsigned np = min(cnt[i] & 0xffffu, (unsigned)H);
+        const unsigned nm = min(cnt[i] >> 16, (unsigned)H);
         unsigned short out[2 * H];
 #pragma unroll
         for (int v = 0; v < H; ++v) {
@@ -510,7 +513,8 @@ __device__ __forceinline__ void sc_slot_stage(const float* Ab, int m, int ncols,
         else sc_cp_async8(slots + i, src + i);
     }
     const unsigned* ovsrc = OVb + c * ovstride;
-    for (int i = tid; i < SC_SLOT_OVS / 4; i += nt) sc_cp_async16(ovs + 4 * i, ovsrc + 4 * i, true);
+    for (int i = tid; i < SC_SLOT_OVS / 4; i += nt)
+        sc_cp_async16(ovs + 4 * i, ovsrc + 4 * i, true);
 }
 
 template <int H> struct sc_slot_sum;
