@@ -13,7 +13,7 @@ import numpy as np
 
 from sketchcore._cuda import _trace
 
-__all__ = ["Mat", "gemm_rm", "cublas_call", "lt_plan", "lt_handle"]
+__all__ = ["Mat", "gemm_rm", "lt_plan", "lt_handle"]
 
 _CUDA_R = {"float": 0, "sc_half": 2, "sc_bf16": 14}
 _COMPUTE_32F = 68
@@ -137,23 +137,12 @@ def gemm_rm(C, A, B, alpha=1.0, beta=0.0):
             A.ld, _scalar(float(beta)), C.ptr, _CUDA_R[C.ctype], C.ld, _COMPUTE_32F,
             _GEMM_DEFAULT)
     _trace.note_gemm(args)
-    _gemm_ex(args)
-
-
-def _gemm_ex(args):
     funcs = _cublas_ctypes()
     if funcs is not None:
         _check(funcs["cublasGemmEx"](*args), "cublasGemmEx")
     else:
         from cupy.cuda import cublas
         cublas.gemmEx(*args)
-
-
-def cublas_call(args, stream):
-    """cublasGemmEx with ``args`` as ``gemm_rm`` built them (the handle replaced by this
-    device's handle bound to ``stream``): a recorded product replayed (``_trace``)."""
-    args[0] = _handle(stream)
-    _gemm_ex(args)
 
 
 # ------------------------------------------------- cuBLASLt plans for replayed products
