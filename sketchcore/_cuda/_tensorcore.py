@@ -51,27 +51,36 @@ def _cublas_ctypes():
         return _lib[0]
     import ctypes
     from cupy_backends.cuda.libs import cublas   # noqa: F401  (loads libcublas)
-    funcs = None
+    vp, i, sz = ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t
+    bound = _bind_loaded("/libcublas.so", {
+        "cublasCreate_v2": [ctypes.POINTER(vp)],
+        "cublasSetStream_v2": [vp, vp],
+        "cublasSetWorkspace_v2": [vp, vp, sz],
+        "cublasGemmEx": [vp, i, i, i, i, i, vp, vp, i, i, vp, i, i, vp, vp, i, i, i, i]})
+    _lib.append(None if bound is None else bound[1])
+    return _lib[0]
+
+
+def _bind_loaded(fragment, spec):
+    """``(library, {name: ctypes function})`` for the one library already in this process
+    whose path contains ``fragment`` (read from /proc/self/maps), each function of ``spec``
+    ({name: argtypes}) returning a C int; None when there is not exactly one such library
+    or it lacks a function."""
+    import ctypes
     try:
         with open("/proc/self/maps") as fh:
-            paths = {line.split()[-1] for line in fh if "/libcublas.so" in line}
-        if len(paths) == 1:
-            lib = ctypes.CDLL(paths.pop())
-            vp, i, sz = ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t
-            spec = {"cublasCreate_v2": [ctypes.POINTER(vp)],
-                    "cublasSetStream_v2": [vp, vp],
-                    "cublasSetWorkspace_v2": [vp, vp, sz],
-                    "cublasGemmEx": [vp, i, i, i, i, i, vp, vp, i, i, vp, i, i, vp, vp, i, i,
-                                     i, i]}
-            funcs = {}
-            for name, argtypes in spec.items():
-                fn = getattr(lib, name)
-                fn.argtypes, fn.restype = argtypes, ctypes.c_int
-                funcs[name] = fn
+            paths = {line.split()[-1] for line in fh if fragment in line}
+        if len(paths) != 1:
+            return None
+        lib = ctypes.CDLL(paths.pop())
+        funcs = {}
+        for name, argtypes in spec.items():
+            fn = getattr(lib, name)
+            fn.argtypes, fn.restype = argtypes, ctypes.c_int
+            funcs[name] = fn
+        return lib, funcs
     except (OSError, AttributeError):
-        funcs = None
-    _lib.append(funcs)
-    return funcs
+        return None
 
 
 def _check(status, what):
@@ -165,32 +174,23 @@ def _lt_ctypes():
     import ctypes
     funcs = None
     if _cublas_ctypes() is not None:
-        try:
-            with open("/proc/self/maps") as fh:
-                paths = {line.split()[-1] for line in fh if "/libcublasLt.so" in line}
-            if len(paths) == 1:
-                lib = ctypes.CDLL(paths.pop())
-                vp, i, sz, u64, i64 = (ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t,
-                                       ctypes.c_uint64, ctypes.c_int64)
-                spec = {"cublasLtCreate": [ctypes.POINTER(vp)],
-                        "cublasLtMatmulDescCreate": [ctypes.POINTER(vp), i, i],
-                        "cublasLtMatmulDescSetAttribute": [vp, i, vp, sz],
-                        "cublasLtMatrixLayoutCreate": [ctypes.POINTER(vp), i, u64, u64, i64],
-                        "cublasLtMatmulPreferenceCreate": [ctypes.POINTER(vp)],
-                        "cublasLtMatmulPreferenceSetAttribute": [vp, i, vp, sz],
-                        "cublasLtMatmulAlgoGetHeuristic": [vp, vp, vp, vp, vp, vp, vp, i, vp,
-                                                           ctypes.POINTER(i)],
-                        "cublasLtMatmulDescDestroy": [vp],
-                        "cublasLtMatrixLayoutDestroy": [vp],
-                        "cublasLtMatmulPreferenceDestroy": [vp]}
-                funcs = {}
-                for name, argtypes in spec.items():
-                    fn = getattr(lib, name)
-                    fn.argtypes, fn.restype = argtypes, ctypes.c_int
-                    funcs[name] = fn
-                funcs["matmul_address"] = ctypes.cast(lib.cublasLtMatmul, vp).value
-        except (OSError, AttributeError):
-            funcs = None
+        vp, i, sz = ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t
+        bound = _bind_loaded("/libcublasLt.so", {
+            "cublasLtCreate": [ctypes.POINTER(vp)],
+            "cublasLtMatmulDescCreate": [ctypes.POINTER(vp), i, i],
+            "cublasLtMatmulDescSetAttribute": [vp, i, vp, sz],
+            "cublasLtMatrixLayoutCreate": [ctypes.POINTER(vp), i, ctypes.c_uint64,
+                                           ctypes.c_uint64, ctypes.c_int64],
+            "cublasLtMatmulPreferenceCreate": [ctypes.POINTER(vp)],
+            "cublasLtMatmulPreferenceSetAttribute": [vp, i, vp, sz],
+            "cublasLtMatmulAlgoGetHeuristic": [vp, vp, vp, vp, vp, vp, vp, i, vp,
+                                               ctypes.POINTER(i)],
+            "cublasLtMatmulDescDestroy": [vp],
+            "cublasLtMatrixLayoutDestroy": [vp],
+            "cublasLtMatmulPreferenceDestroy": [vp]})
+        if bound is not None:
+            lib, funcs = bound
+            funcs["matmul_address"] = ctypes.cast(lib.cublasLtMatmul, vp).value
     _lt.append(funcs)
     return funcs
 

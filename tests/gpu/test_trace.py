@@ -67,3 +67,14 @@ def test_products_take_a_cublaslt_plan_only_with_its_entry_point():
     trace = CompiledTrace([("g", gemm_args, lt_cells, 16), ("g", gemm_args, None, 256)], 2,
                           0, 0, 1, 2)
     assert trace.has_gemm
+
+
+def test_entry_points_bind_from_the_one_loaded_library():
+    """cuBLAS and cuBLASLt are bound from the copies CuPy loaded, found in the process's
+    memory map; checked here on the C library, which every process has."""
+    import ctypes
+    from sketchcore._cuda._tensorcore import _bind_loaded
+    lib, funcs = _bind_loaded("/libc.so", {"abs": [ctypes.c_int]})
+    assert funcs["abs"](-5) == 5
+    assert _bind_loaded("/libsketchcore-no-such-library.so", {"abs": [ctypes.c_int]}) is None
+    assert _bind_loaded("/libc.so", {"sketchcore_no_such_function": []}) is None
