@@ -8,6 +8,12 @@ arrive as addresses (looked up through ctypes in the libraries CuPy has loaded),
 types below restate their C signatures. A replay is one Python call; per launch it costs
 the driver's own call and nothing else (the ctypes calls it replaces took 10-15 us each
 on the H200 machine's host).
+
+An address set seen twice is captured into a CUDA graph (``enable_graphs``), and later
+calls with the same addresses launch that graph: one driver call instead of one per step,
+which matters for cuBLASLt products (about 15 us of host time each on that host). Torch's
+caching allocator hands a training loop the same blocks step after step, so the same
+address sets come back.
 """
 from libc.stdint cimport uint64_t, uintptr_t
 from libc.stdlib cimport calloc, free
@@ -27,8 +33,18 @@ ctypedef int (*lt_fn)(void* handle, void* desc, const void* alpha, const void* A
                       void* cdesc, void* D, void* ddesc, const void* algo, void* workspace,
                       size_t workspace_bytes, void* stream) noexcept nogil
 
+ctypedef int (*begin_capture_fn)(void* stream, int mode) noexcept nogil
+ctypedef int (*end_capture_fn)(void* stream, void** graph) noexcept nogil
+ctypedef int (*instantiate_fn)(void** graph_exec, void* graph,
+                               unsigned long long flags) noexcept nogil
+ctypedef int (*graph_launch_fn)(void* graph_exec, void* stream) noexcept nogil
+ctypedef int (*destroy_fn)(void* handle) noexcept nogil
+ctypedef int (*is_capturing_fn)(void* stream, int* status) noexcept nogil
+
 cdef enum:
     MAX_SLOTS = 64
+    CAPTURE_THREAD_LOCAL = 1      # CUstreamCaptureMode: other threads' calls stay legal
+    GRAPH_FAILED = -1             # an address set whose capture failed: replayed directly
 
 cdef enum StepKind:
     KERNEL = 0
@@ -53,6 +69,39 @@ cdef struct Step:
     size_t nbytes              # memset
     uint64_t* lt               # gemm: cublasLtMatmul's arguments after the handle, or NULL
     uint64_t align_mask        # gemm: the cuBLASLt plan needs addresses with these bits 0
+
+
+cdef class GraphApi:
+    """The driver's stream-capture and graph entry points (addresses; see ``_trace``).
+
+    Parameters
+    ----------
+    begin, end, instantiate, launch, exec_destroy, graph_destroy, is_capturing : int
+        Addresses of cuStreamBeginCapture_v2, cuStreamEndCapture,
+        cuGraphInstantiateWithFlags, cuGraphLaunch, cuGraphExecDestroy, cuGraphDestroy and
+        cuStreamIsCapturing.
+    """
+    cdef begin_capture_fn begin
+    cdef end_capture_fn end
+    cdef instantiate_fn instantiate
+    cdef graph_launch_fn launch
+    cdef destroy_fn exec_destroy
+    cdef destroy_fn graph_destroy
+    cdef is_capturing_fn is_capturing
+
+    def __cinit__(self, uintptr_t begin, uintptr_t end, uintptr_t instantiate,
+                  uintptr_t launch, uintptr_t exec_destroy, uintptr_t graph_destroy,
+                  uintptr_t is_capturing):
+        if not (begin and end and instantiate and launch and exec_destroy and graph_destroy
+                and is_capturing):
+            raise ValueError("every graph entry point needs an address")
+        self.begin = <begin_capture_fn><void*>begin
+        self.end = <end_capture_fn><void*>end
+        self.instantiate = <instantiate_fn><void*>instantiate
+        self.launch = <graph_launch_fn><void*>launch
+        self.exec_destroy = <destroy_fn><void*>exec_destroy
+        self.graph_destroy = <destroy_fn><void*>graph_destroy
+        self.is_capturing = <is_capturing_fn><void*>is_capturing
 
 
 cdef class CompiledTrace:
@@ -82,6 +131,10 @@ cdef class CompiledTrace:
     cdef gemm_fn gemm
     cdef lt_fn lt
     cdef readonly bint has_gemm
+    cdef GraphApi graph_api
+    cdef dict graphs              # address tuple -> graph exec, 0 (seen once), GRAPH_FAILED
+    cdef int graph_limit
+    cdef readonly long long graph_launches
 
     def __cinit__(self, list ops, int nslots, uintptr_t launch, uintptr_t memset,
                   uintptr_t gemm, uintptr_t lt=0):
@@ -154,6 +207,8 @@ cdef class CompiledTrace:
 
     def __dealloc__(self):
         cdef int i
+        if self.graphs is not None and self.graph_api is not None:
+            self._drop_graphs()
         if self.steps != NULL:
             for i in range(self.nsteps):
                 free(self.steps[i].cells)
@@ -168,52 +223,158 @@ cdef class CompiledTrace:
             raise IndexError(step)
         return (<char*>&self.steps[step].cells[index])[:8]
 
+    cdef int _fill(self, slots, uint64_t* base) except -1:
+        cdef int i
+        if len(slots) != self.nslots:
+            raise ValueError(f"slots: expected {self.nslots} addresses, got {len(slots)}")
+        for i in range(self.nslots):
+            base[i] = <uint64_t>slots[i]
+        return 0
+
+    cdef int _issue(self, const uint64_t* base, uintptr_t stream, uintptr_t handle,
+                    uintptr_t lt_handle, int* failed) noexcept nogil:
+        """Every step on ``stream``; the first nonzero status (its step in ``failed``)."""
+        cdef int i, j, status = 0
+        cdef Step* st
+        cdef uint64_t* c
+        for i in range(self.nsteps):
+            st = &self.steps[i]
+            for j in range(st.nfix):
+                st.fixes[j].cell[0] = base[st.fixes[j].slot] + st.fixes[j].offset
+            if st.kind == KERNEL:
+                status = self.launch(st.func, st.grid[0], st.grid[1], st.grid[2],
+                                     st.block[0], st.block[1], st.block[2], st.smem,
+                                     <void*>stream, st.params, NULL)
+            elif st.kind == GEMM and st.lt != NULL and lt_handle != 0 and (
+                    (st.cells[7] | st.cells[10] | st.cells[14]) & st.align_mask) == 0:
+                c = st.lt
+                c[2] = st.cells[7]
+                c[4] = st.cells[10]
+                c[7] = st.cells[14]
+                c[9] = st.cells[14]
+                status = self.lt(<void*>lt_handle, <void*>c[0], <const void*>c[1],
+                                 <const void*>c[2], <void*>c[3], <const void*>c[4],
+                                 <void*>c[5], <const void*>c[6], <const void*>c[7],
+                                 <void*>c[8], <void*>c[9], <void*>c[10],
+                                 <const void*>c[11], <void*>c[12], <size_t>c[13],
+                                 <void*>stream)
+            elif st.kind == GEMM:
+                c = st.cells
+                status = self.gemm(<void*>handle, <int>c[1], <int>c[2], <int>c[3],
+                                   <int>c[4], <int>c[5], <const void*>c[6],
+                                   <const void*>c[7], <int>c[8], <int>c[9],
+                                   <const void*>c[10], <int>c[11], <int>c[12],
+                                   <const void*>c[13], <void*>c[14], <int>c[15],
+                                   <int>c[16], <int>c[17], <int>c[18])
+            else:
+                status = self.memset(st.cells[0], 0, st.nbytes, <void*>stream)
+            if status != 0:
+                failed[0] = i
+                return status
+        return 0
+
     def replay(self, slots, uintptr_t stream, uintptr_t handle=0, uintptr_t lt_handle=0):
         """Issue every step. ``slots``: the base addresses (ints), in slot order, workspace
         last; ``stream``: the CUDA stream; ``handle``: a cuBLAS handle bound to ``stream``
         (needed when ``has_gemm``); ``lt_handle``: the cuBLASLt handle of the plans."""
         cdef uint64_t base[MAX_SLOTS]
-        cdef int i, j, status = 0
-        cdef Step* st
-        cdef uint64_t* c
-        if len(slots) != self.nslots:
-            raise ValueError(f"slots: expected {self.nslots} addresses, got {len(slots)}")
-        for i in range(self.nslots):
-            base[i] = <uint64_t>slots[i]
+        cdef int status, failed = 0
+        self._fill(slots, base)
         with nogil:
-            for i in range(self.nsteps):
-                st = &self.steps[i]
-                for j in range(st.nfix):
-                    st.fixes[j].cell[0] = base[st.fixes[j].slot] + st.fixes[j].offset
-                if st.kind == KERNEL:
-                    status = self.launch(st.func, st.grid[0], st.grid[1], st.grid[2],
-                                         st.block[0], st.block[1], st.block[2], st.smem,
-                                         <void*>stream, st.params, NULL)
-                elif st.kind == GEMM and st.lt != NULL and lt_handle != 0 and (
-                        (st.cells[7] | st.cells[10] | st.cells[14]) & st.align_mask) == 0:
-                    c = st.lt
-                    c[2] = st.cells[7]
-                    c[4] = st.cells[10]
-                    c[7] = st.cells[14]
-                    c[9] = st.cells[14]
-                    status = self.lt(<void*>lt_handle, <void*>c[0], <const void*>c[1],
-                                     <const void*>c[2], <void*>c[3], <const void*>c[4],
-                                     <void*>c[5], <const void*>c[6], <const void*>c[7],
-                                     <void*>c[8], <void*>c[9], <void*>c[10],
-                                     <const void*>c[11], <void*>c[12], <size_t>c[13],
-                                     <void*>stream)
-                elif st.kind == GEMM:
-                    c = st.cells
-                    status = self.gemm(<void*>handle, <int>c[1], <int>c[2], <int>c[3],
-                                       <int>c[4], <int>c[5], <const void*>c[6],
-                                       <const void*>c[7], <int>c[8], <int>c[9],
-                                       <const void*>c[10], <int>c[11], <int>c[12],
-                                       <const void*>c[13], <void*>c[14], <int>c[15],
-                                       <int>c[16], <int>c[17], <int>c[18])
-                else:
-                    status = self.memset(st.cells[0], 0, st.nbytes, <void*>stream)
-                if status != 0:
-                    break
+            status = self._issue(base, stream, handle, lt_handle, &failed)
         if status != 0:
-            what = ("cuLaunchKernel", "cublas product", "cuMemsetD8Async")[self.steps[i].kind]
-            raise RuntimeError(f"replayed {what} (step {i}) failed with status {status}")
+            what = ("cuLaunchKernel", "cublas product", "cuMemsetD8Async")[self.steps[failed].kind]
+            raise RuntimeError(f"replayed {what} (step {failed}) failed with status {status}")
+
+    # ------------------------------------------------------------------ CUDA graphs
+    def enable_graphs(self, GraphApi api, int limit=16):
+        """Capture address sets seen twice into CUDA graphs (``replay_graph``), keeping at
+        most ``limit`` address sets (then starting over)."""
+        if limit < 1:
+            raise ValueError(f"limit: expected at least 1, got {limit}")
+        self.graph_api = api
+        self.graph_limit = limit
+        if self.graphs is None:
+            self.graphs = {}
+
+    @property
+    def graph_count(self):
+        """Graphs captured and kept."""
+        return 0 if self.graphs is None else sum(1 for v in self.graphs.values() if v > 0)
+
+    def replay_graph(self, slots, uintptr_t stream):
+        """Launch the graph captured for these addresses on ``stream``.
+
+        Returns 1 when it was launched; 2 when these addresses were seen once before and
+        should be captured now (``capture``); 0 when the caller should replay directly
+        (first sighting, a failed capture, graphs not enabled, or ``stream`` itself being
+        captured, e.g. by torch.cuda.graph: its launches must land in that capture)."""
+        cdef int capturing = 0, status
+        cdef uintptr_t graph_exec
+        if self.graph_api is None:
+            return 0
+        if self.graph_api.is_capturing(<void*>stream, &capturing) != 0 or capturing != 0:
+            return 0
+        key = tuple(slots)
+        entry = self.graphs.get(key)
+        if entry is None:
+            if len(self.graphs) >= self.graph_limit:
+                self._drop_graphs()
+            self.graphs[key] = 0
+            return 0
+        if entry == 0:
+            return 2
+        if entry == GRAPH_FAILED:
+            return 0
+        graph_exec = <uintptr_t>entry
+        status = self.graph_api.launch(<void*>graph_exec, <void*>stream)
+        if status != 0:
+            raise RuntimeError(f"cuGraphLaunch failed with status {status}")
+        self.graph_launches += 1
+        return 1
+
+    def capture(self, slots, uintptr_t capture_stream, uintptr_t handle=0,
+                uintptr_t lt_handle=0):
+        """Capture the steps for these addresses on ``capture_stream`` (a stream of its own,
+        not the caller's: capture issues nothing) into a graph kept for ``replay_graph``.
+        ``handle`` is a cuBLAS handle bound to ``capture_stream``. Returns whether it
+        worked; a failure marks the addresses for direct replays."""
+        cdef uint64_t base[MAX_SLOTS]
+        cdef int status, ended, failed = 0
+        cdef void* graph = NULL
+        cdef void* graph_exec = NULL
+        cdef GraphApi api = self.graph_api
+        if api is None:
+            raise RuntimeError("capture needs enable_graphs first")
+        self._fill(slots, base)
+        key = tuple(slots)
+        with nogil:
+            status = api.begin(<void*>capture_stream, CAPTURE_THREAD_LOCAL)
+            if status == 0:
+                status = self._issue(base, capture_stream, handle, lt_handle, &failed)
+                # Ended whatever happened, so that the stream leaves capture mode.
+                ended = api.end(<void*>capture_stream, &graph)
+                if status == 0:
+                    status = ended
+                if status == 0 and graph != NULL:
+                    status = api.instantiate(&graph_exec, graph, 0)
+                if graph != NULL:
+                    api.graph_destroy(graph)
+        if status != 0 or graph_exec == NULL:
+            self.graphs[key] = GRAPH_FAILED
+            return False
+        if len(self.graphs) >= self.graph_limit and key not in self.graphs:
+            self._drop_graphs()
+        self.graphs[key] = <uintptr_t>graph_exec
+        return True
+
+    def _drop_graphs(self):
+        cdef uintptr_t graph_exec
+        if self.graphs is None:
+            return
+        for value in self.graphs.values():
+            if value > 0:
+                graph_exec = <uintptr_t>value
+                # In-flight graphs finish before the driver frees them.
+                self.graph_api.exec_destroy(<void*>graph_exec)
+        self.graphs.clear()

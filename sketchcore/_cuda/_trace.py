@@ -10,7 +10,10 @@ launches with each address rebuilt from the new arrays: no CuPy arrays, no argum
 packing, one workspace for all temporaries, every launch issued from C (``_replay``), the
 16-bit products through cuBLASLt plans chosen at recording (``_tensorcore.lt_plan``). On
 the H200 machine the Python around the launches was most of an SKLinear call's host time,
-which left the layer host-bound (see ``bench/sklinear_gpu.py --host``).
+which left the layer host-bound (see ``bench/sklinear_gpu.py --host``). An address set that
+comes back (torch's caching allocator hands a training loop the same blocks every step) is
+captured into a CUDA graph at its second replay and launched as one graph from then on
+(``GRAPHS``; ``SKETCHCORE_TRACE_GRAPHS=0`` turns this off).
 
 Addresses are classified when noted: an address inside a caller's region (the call's
 arrays, given to ``record``) becomes (region's slot, offset); one inside a temporary
@@ -20,27 +23,71 @@ argument of a type the replay cannot pass, makes the recording fail: ``record.tr
 then None and the caller keeps the ordinary path.
 """
 import ctypes
+import os
 import threading
 
 import numpy as np
 
 __all__ = ["record", "recording", "untracked", "Trace", "note_launch", "note_gemm",
-           "note_memset", "driver", "ALIGN"]
+           "note_memset", "driver", "ALIGN", "GRAPHS", "GRAPHS_PER_TRACE"]
 
 ALIGN = 256                      # workspace offsets of temporaries (cudaMalloc's alignment)
+#: Whether replays capture recurring address sets into CUDA graphs.
+GRAPHS = os.environ.get("SKETCHCORE_TRACE_GRAPHS", "1") != "0"
+#: Address sets a trace keeps graphs for (then it starts over); a training loop needs a
+#: few (the allocator may alternate between blocks).
+GRAPHS_PER_TRACE = 16
 
 _state = threading.local()
 _driver = []                     # [{name: driver entry point address}], filled once
 
 
+_DRIVER_FUNCTIONS = (("launch", "cuLaunchKernel"), ("memset", "cuMemsetD8Async"),
+                     ("begin", "cuStreamBeginCapture_v2"), ("end", "cuStreamEndCapture"),
+                     ("instantiate", "cuGraphInstantiateWithFlags"),
+                     ("graph_launch", "cuGraphLaunch"), ("exec_destroy", "cuGraphExecDestroy"),
+                     ("graph_destroy", "cuGraphDestroy"),
+                     ("is_capturing", "cuStreamIsCapturing"))
+
+
 def driver():
-    """Addresses of cuLaunchKernel and cuMemsetD8Async in libcuda (loaded by CuPy already)."""
+    """Addresses of the libcuda entry points replays use (cuLaunchKernel, cuMemsetD8Async,
+    stream capture and graphs), 0 for any this driver lacks; libcuda is loaded already."""
     if not _driver:
         lib = ctypes.CDLL("libcuda.so.1")
-        _driver.append({name: ctypes.cast(getattr(lib, fn), ctypes.c_void_p).value
-                        for name, fn in (("launch", "cuLaunchKernel"),
-                                         ("memset", "cuMemsetD8Async"))})
+        _driver.append({name: (ctypes.cast(getattr(lib, fn), ctypes.c_void_p).value
+                               if hasattr(lib, fn) else 0)
+                        for name, fn in _DRIVER_FUNCTIONS})
     return _driver[0]
+
+
+_graph_api = []                  # [GraphApi or None], filled once
+_capture_streams = {}            # device -> CuPy stream that captures (never runs) replays
+
+
+def _graphs():
+    """The driver's graph entry points as a GraphApi, or None where one is missing."""
+    if not _graph_api:
+        from sketchcore._cuda._replay import GraphApi
+        d = driver()
+        try:
+            _graph_api.append(GraphApi(d["begin"], d["end"], d["instantiate"],
+                                       d["graph_launch"], d["exec_destroy"],
+                                       d["graph_destroy"], d["is_capturing"]))
+        except ValueError:
+            _graph_api.append(None)
+    return _graph_api[0]
+
+
+def _capture_stream():
+    """A non-blocking stream of the current device to capture on (a blocking one would
+    tie capture to the legacy default stream)."""
+    import cupy
+    dev = cupy.cuda.runtime.getDevice()
+    stream = _capture_streams.get(dev)
+    if stream is None:
+        stream = _capture_streams[dev] = cupy.cuda.Stream(non_blocking=True)
+    return stream.ptr
 
 
 def recording():
@@ -248,14 +295,35 @@ class Trace:
         self._compiled = CompiledTrace(steps, self.nslots + 1, drv["launch"], drv["memset"],
                                        gemm, lt)
         self._lt = lt_handle() if lt else None
+        api = _graphs() if GRAPHS else None
+        if api is not None:
+            self._compiled.enable_graphs(api, GRAPHS_PER_TRACE)
+
+    @property
+    def graph_launches(self):
+        """Replays that launched a captured graph."""
+        return self._compiled.graph_launches
 
     def replay(self, slots, workspace, stream):
-        handle = 0
-        if self._compiled.has_gemm:
-            from sketchcore._cuda._tensorcore import _handle
-            handle = _handle(stream)
-        self._compiled.replay(list(slots) + [workspace], stream, handle,
-                              self._lt[0] if self._lt else 0)
+        addresses = list(slots)
+        addresses.append(workspace)
+        compiled = self._compiled
+        state = compiled.replay_graph(addresses, stream)
+        if state == 1:
+            return
+        lt = self._lt[0] if self._lt else 0
+        if state == 2:
+            capture = _capture_stream()
+            if compiled.capture(addresses, capture, self._cublas(capture), lt) and (
+                    compiled.replay_graph(addresses, stream) == 1):
+                return
+        compiled.replay(addresses, stream, self._cublas(stream), lt)
+
+    def _cublas(self, stream):
+        if not self._compiled.has_gemm:
+            return 0
+        from sketchcore._cuda._tensorcore import _handle
+        return _handle(stream)
 
 
 def _lt_address():

@@ -78,3 +78,136 @@ def test_entry_points_bind_from_the_one_loaded_library():
     assert funcs["abs"](-5) == 5
     assert _bind_loaded("/libsketchcore-no-such-library.so", {"abs": [ctypes.c_int]}) is None
     assert _bind_loaded("/libc.so", {"sketchcore_no_such_function": []}) is None
+
+
+class _FakeDriver:
+    """The driver entry points a CompiledTrace calls, as C callbacks that log their calls:
+    the graph bookkeeping runs without a GPU."""
+
+    def __init__(self):
+        import ctypes
+        c_int, c_uint, vp = ctypes.c_int, ctypes.c_uint, ctypes.c_void_p
+        pp = ctypes.POINTER(vp)
+        self.log = []
+        self.capturing = 0          # what cuStreamIsCapturing reports
+        self.fail = set()           # names of entry points that return an error
+        self.next_exec = 5000
+
+        def status(name):
+            return 700 if name in self.fail else 0
+
+        def launch(func, gx, gy, gz, bx, by, bz, smem, stream, params, extra):
+            self.log.append(("launch", stream))
+            return status("launch")
+
+        def begin(stream, mode):
+            self.log.append(("begin", stream, mode))
+            return status("begin")
+
+        def end(stream, graph):
+            self.log.append(("end", stream))
+            graph[0] = 1234
+            return status("end")
+
+        def instantiate(graph_exec, graph, flags):
+            self.log.append(("instantiate", graph))
+            graph_exec[0] = self.next_exec
+            self.next_exec += 1
+            return status("instantiate")
+
+        def graph_launch(graph_exec, stream):
+            self.log.append(("graph_launch", graph_exec, stream))
+            return 0
+
+        def exec_destroy(graph_exec):
+            self.log.append(("exec_destroy", graph_exec))
+            return 0
+
+        def graph_destroy(graph):
+            self.log.append(("graph_destroy", graph))
+            return 0
+
+        def is_capturing(stream, out):
+            out[0] = self.capturing
+            return 0
+
+        types = {
+            "launch": ctypes.CFUNCTYPE(c_int, vp, c_uint, c_uint, c_uint, c_uint, c_uint, c_uint,
+                                       c_uint, vp, vp, vp),
+            "begin": ctypes.CFUNCTYPE(c_int, vp, c_int),
+            "end": ctypes.CFUNCTYPE(c_int, vp, pp),
+            "instantiate": ctypes.CFUNCTYPE(c_int, pp, vp, ctypes.c_ulonglong),
+            "graph_launch": ctypes.CFUNCTYPE(c_int, vp, vp),
+            "exec_destroy": ctypes.CFUNCTYPE(c_int, vp),
+            "graph_destroy": ctypes.CFUNCTYPE(c_int, vp),
+            "is_capturing": ctypes.CFUNCTYPE(c_int, vp, ctypes.POINTER(c_int))}
+        fns = dict(launch=launch, begin=begin, end=end, instantiate=instantiate,
+                   graph_launch=graph_launch, exec_destroy=exec_destroy,
+                   graph_destroy=graph_destroy, is_capturing=is_capturing)
+        self._keep = {name: types[name](fn) for name, fn in fns.items()}
+        self.addr = {name: ctypes.cast(cb, vp).value for name, cb in self._keep.items()}
+
+    def trace(self, limit=16):
+        from sketchcore._cuda._replay import GraphApi
+        a = self.addr
+        trace = CompiledTrace([("k", 0x1234, (1, 1, 1), (32, 1, 1), 0, [("p", (0, 8))])], 2,
+                              a["launch"], 0, 0)
+        trace.enable_graphs(GraphApi(a["begin"], a["end"], a["instantiate"], a["graph_launch"],
+                                     a["exec_destroy"], a["graph_destroy"], a["is_capturing"]),
+                            limit)
+        return trace
+
+
+def test_address_sets_seen_twice_are_captured_then_launched():
+    drv = _FakeDriver()
+    trace = drv.trace()
+    assert trace.replay_graph([100, 200], 7) == 0          # first sighting: replay directly
+    trace.replay([100, 200], 7)
+    assert drv.log == [("launch", 7)]
+    assert trace.replay_graph([100, 200], 7) == 2          # second: capture now
+    drv.log.clear()
+    assert trace.capture([100, 200], 99)
+    assert drv.log == [("begin", 99, 1), ("launch", 99), ("end", 99), ("instantiate", 1234),
+                       ("graph_destroy", 1234)]
+    drv.log.clear()
+    assert trace.replay_graph([100, 200], 7) == 1          # from then on: the graph
+    assert drv.log == [("graph_launch", 5000, 7)]
+    assert trace.graph_launches == 1 and trace.graph_count == 1
+    assert trace.replay_graph([100, 201], 7) == 0          # other addresses: their own entry
+    drv.capturing = 1                                      # the caller's stream is captured:
+    assert trace.replay_graph([100, 200], 7) == 0          # its launches must land there
+    drv.capturing = 0
+    del trace
+    assert ("exec_destroy", 5000) in drv.log
+
+
+def test_graph_cache_starts_over_when_full():
+    drv = _FakeDriver()
+    trace = drv.trace(limit=2)
+    for addresses in ([1, 2], [1, 2]):
+        trace.replay_graph(addresses, 7)
+    assert trace.capture([1, 2], 99) and trace.graph_count == 1
+    trace.replay_graph([3, 4], 7)                          # second entry: fits
+    drv.log.clear()
+    assert trace.replay_graph([5, 6], 7) == 0              # third: start over
+    assert drv.log == [("exec_destroy", 5000)] and trace.graph_count == 0
+    assert trace.replay_graph([1, 2], 7) == 0              # forgotten: a first sighting again
+
+
+@pytest.mark.parametrize("failing", ["begin", "launch", "end", "instantiate"])
+def test_a_failed_capture_ends_capture_and_replays_directly(failing):
+    drv = _FakeDriver()
+    trace = drv.trace()
+    trace.replay_graph([1, 2], 7)
+    assert trace.replay_graph([1, 2], 7) == 2
+    drv.fail.add(failing)
+    drv.log.clear()
+    assert not trace.capture([1, 2], 99)
+    if failing != "begin":                                 # capture began: it was ended
+        assert ("end", 99) in drv.log
+    assert trace.replay_graph([1, 2], 7) == 0 and trace.graph_count == 0
+    with pytest.raises(RuntimeError, match="needs enable_graphs"):
+        CompiledTrace([], 1, 0, 0, 0).capture([1], 99)
+    from sketchcore._cuda._replay import GraphApi
+    with pytest.raises(ValueError, match="needs an address"):
+        GraphApi(1, 2, 3, 4, 5, 6, 0)

@@ -137,3 +137,49 @@ def test_trace_cache_starts_over_when_full(monkeypatch, fresh_traces):
         for n in (3, 4, 5):                       # three batch sizes, three configurations
             layer(torch.randn(n, 72, device="cuda"))
     assert len(_ops._fwd_traces) == 1             # cleared at the third
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_recurring_addresses_launch_captured_graphs(monkeypatch, fresh_traces, dtype):
+    """A training loop gets the same blocks from torch's allocator step after step: its
+    replays become CUDA graph launches, with the ordinary path's results, also on a side
+    stream (the graph launches on the current stream). Each step is checked as it ends and
+    keeps nothing, so that every step allocates alike."""
+    torch.manual_seed(5)
+    layer = pr.nn.SKLinear(72, 40, 1, 8, device="cuda", dtype=dtype)
+    x = torch.randn(64, 72, device="cuda", dtype=dtype, requires_grad=True)
+    g = torch.randn(64, 40, device="cuda", dtype=dtype)
+
+    def step(ref=None):
+        layer.zero_grad(set_to_none=True)
+        x.grad = None
+        y = layer(x)
+        y.backward(g)
+        out = [y.detach(), x.grad] + [p.grad for p in layer.parameters()]
+        if ref is None:
+            return [t.clone() for t in out]
+        for a, b in zip(ref, out):
+            torch.testing.assert_close(b, a, **TOL[dtype])
+
+    monkeypatch.setattr(_ops, "_TRACE", False)
+    ref = step()
+    monkeypatch.setattr(_ops, "_TRACE", True)
+    for _ in range(12):
+        step(ref)
+    traces = list(_ops._fwd_traces.values()) + list(_ops._bwd_traces.values())
+    assert all(t.graph_launches > 0 for t in traces), [t.graph_launches for t in traces]
+    # Inference on a side stream whose input is written on that stream just before.
+    xd = x.detach()
+    monkeypatch.setattr(_ops, "_TRACE", False)
+    with torch.no_grad():
+        expected = [layer(xd * (i + 1)) for i in range(8)]
+    monkeypatch.setattr(_ops, "_TRACE", True)
+    before = sum(t.graph_launches for t in _ops._fwd_traces.values())
+    s = torch.cuda.Stream()
+    with torch.no_grad(), torch.cuda.stream(s):
+        xs = torch.empty_like(xd)
+        for i in range(8):
+            torch.mul(xd, i + 1, out=xs)
+            torch.testing.assert_close(layer(xs), expected[i], **TOL[dtype])
+    s.synchronize()
+    assert sum(t.graph_launches for t in _ops._fwd_traces.values()) > before
