@@ -5,7 +5,7 @@ import math
 import numpy as np
 
 from sketchcore._cuda._loader import launch, grid_size, device_properties
-from sketchcore._cuda._common import ctype_of, require_cupy_2d, i32, i64, u64, f64
+from sketchcore._cuda._common import ctype_of, require_cupy_2d, i32, i64, u64, f64, zero
 
 __all__ = ["sparse_sign_left", "sparse_sign_right", "sparse_sign_dense", "sparse_sign_indices"]
 
@@ -35,43 +35,67 @@ _OWN_C, _OWN_R = 32, 64    # SC_OWN_C, SC_OWN_R in sparse.cu
 _OWN_SLAB = _OWN_R << 16   # rows per launch: bounds the hash buffer (rows x nnz int32)
 _SLOT_TB = 1024            # SC_SLOT_TB in sparse.cu: rows of Y per block at most
 _SLOT_OVS = 256            # SC_SLOT_OVS in sparse.cu: staged head of an overflow list
-_SLOT_SLAB = 1 << 19       # rows of A per slot-table buffer (about 32 MiB at d = 1024)
+_SLOT_SLAB = 1 << 20       # rows of A per slab of slot tables at most (one slab at 1e6 rows)
+_SLOT_BYTES = 64 << 20     # slot tables + overflow lists of a slab at most (large d: shorter)
+_SLOT_R_MAX = 511          # slots hold byte offsets r x 128 (zero row: R) in 16 bits
 
 
 def _slot_plan(d, nnz, tbw, optin):
     """(R, H) of the "slots" kernel: rows of A per chunk and places per sign of a slot.
 
-    Every row of Y costs one slot load and 2 H value loads per chunk whatever the chunk
-    holds, so chunks should be long: about 4 entries per row of Y and chunk with H = 4
-    (a Poisson count of mean 2 per sign overflows 4 places for 5% of rows, 4% of the
-    entries), else as long as two staged tiles fit in shared memory, with H = 2 when that
-    still leaves under 2.5 entries per row. Measured on an H200 at d = 1024, nnz = 8
-    (1e6 x 256): R = 384, 512, 640, 768 with H = 4 took 1.47, 1.26, 1.24, 1.43 ms (longer
-    chunks overflow more), R = 512 with H = 2 1.95 ms."""
+    Every row of Y costs one slot load per chunk and a load per filled place pair, so chunks
+    should be long: about 4 entries per row of Y and chunk with H = 4 (a Poisson count of
+    mean 2 per sign overflows 4 places for 5% of rows, 4% of the entries), else as long as
+    two staged tiles fit in shared memory and a row's byte offset in the tile fits a slot's
+    16 bits (R <= _SLOT_R_MAX), with H = 2 when that still leaves under 2.5 entries per
+    row. Measured on an H200 at d = 1024, nnz = 8 (1e6 x 256), with offsets in rows:
+    R = 384, 512, 640, 768 with H = 4 took 1.47, 1.26, 1.24, 1.43 ms (longer chunks
+    overflow more), R = 512 with H = 2 1.95 ms; with byte offsets R = 496 and 511 took 1.02
+    and 1.00 ms."""
     fit = (optin - 2 * (tbw * 16 + _SLOT_OVS * 4)) // (2 * 32 * 4) - 1   # two (R + 1) x 32 tiles
-    fit = max(32, min(fit, 1 << 10) // 32 * 32)           # 10 bits of row in an overflow entry
-    R = max(32, min(fit, (4 * d // nnz) // 32 * 32))
+    fit = max(16, min(fit // 16 * 16, _SLOT_R_MAX))
+    R = max(16, min(fit, 4 * d // nnz))
     return R, (4 if R * nnz / d > 2.5 else 2)
 
 
-def _apply_slots(A, m, n, lda, d, nnz, seed, stream, Y, ldy):
-    """Y += S @ A through sc_sparse_slots + sc_sparse_apply_slots, in slabs of at most
-    _SLOT_SLAB rows of A (whole chunks: the slot tables are sized for them)."""
-    import cupy
-    sms, optin = device_properties()
-    tbw = min(_SLOT_TB, -(-d // 32) * 32)                 # rows of Y per block
+def _slot_layout(m, d, nnz, optin):
+    """Geometry of the "slots" kernel for m rows of A: (tbw, ntb, R, H, ovstride, slab) =
+    rows of Y per block, blocks of rows, chunk length, places per sign, overflow list
+    stride (every entry of a (chunk, block) may overflow), rows of A per slab (whole chunks,
+    at most _SLOT_SLAB rows and _SLOT_BYTES of tables)."""
+    tbw = min(_SLOT_TB, -(-d // 32) * 32)
     ntb = -(-d // tbw)
     R, H = _slot_plan(d, nnz, tbw, min(optin, 227 * 1024))
+    if not 1 <= R <= _SLOT_R_MAX:
+        raise ValueError(f"slots kernel: chunk length R must be in 1..{_SLOT_R_MAX}, got {R}")
 
     def band(row):
         return ((row + 1) * nnz - 1) // d
     bands = max(band(min(d, t0 + tbw) - 1) - band(t0) + 1 for t0 in range(0, d, tbw))
-    ovstride = -(-(1 + R * bands) // 4) * 4   # every entry of a (chunk, block) may overflow
-    slab = min(_SLOT_SLAB // R * R, -(-m // R) * R)
+    ovstride = -(-(1 + R * bands) // 4) * 4
+    chunk_bytes = 4 * ntb * (tbw * H + ovstride)
+    slab = min(_SLOT_SLAB // R, max(1, _SLOT_BYTES // chunk_bytes), -(-m // R)) * R
+    return tbw, ntb, R, H, ovstride, slab
+
+
+def _apply_slots(A, m, n, lda, d, nnz, seed, stream, Y, ldy, zero_y=False):
+    """Y += S @ A through sc_sparse_slots + sc_sparse_apply_slots, slab by slab
+    (``_slot_layout``); ``zero_y``: Y is zeroed here, after the first slot tables are
+    launched (the GPU starts on them while the host does the rest)."""
+    import cupy
+    sms, optin = device_properties()
+    key = (m, d, nnz, optin, _SLOT_SLAB, _SLOT_BYTES, _slot_plan)   # tests vary the last
+    layout = _layouts.get(key)
+    if layout is None:
+        if len(_layouts) >= 64:
+            _layouts.clear()
+        layout = _layouts[key] = _slot_layout(m, d, nnz, optin)
+    tbw, ntb, R, H, ovstride, slab = layout
     chunks_max = slab // R
-    SL = cupy.empty(chunks_max * ntb * tbw * H, dtype=cupy.uint32)
-    # The last list's staged head reads past its end: pad by one head.
-    OV = cupy.empty(chunks_max * ntb * ovstride + _SLOT_OVS, dtype=cupy.uint32)
+    # Slot tables and overflow lists in one allocation; the last list's staged head reads
+    # past its end: pad by one head.
+    tables = cupy.empty(chunks_max * ntb * (tbw * H + ovstride) + _SLOT_OVS, dtype=cupy.uint32)
+    SL, OV = tables[:chunks_max * ntb * tbw * H], tables[chunks_max * ntb * tbw * H:]
     gx = -(-n // 32)
     smem = 2 * ((R + 1) * 32 * 4 + tbw * 4 * H + _SLOT_OVS * 4)
     scale = f64(1.0 / math.sqrt(nnz))
@@ -81,15 +105,21 @@ def _apply_slots(A, m, n, lda, d, nnz, seed, stream, Y, ldy):
         launch(f"sc_sparse_slots<{H}>", (chunks, ntb), (256,),
                (i64(j0), i64(rows), i32(R), i32(d), i32(nnz), u64(seed), u64(stream),
                 i32(tbw), i32(ntb), i32(ovstride), SL, OV))
-        # One wave at one block per multiprocessor.
-        gy = max(1, min(chunks, sms // (gx * ntb)))
-        per_block = -(-chunks // gy)
-        gy = -(-chunks // per_block)
-        launch(f"sc_sparse_apply_slots<{H}>", (gx, gy, ntb), (tbw,),
+        if zero_y:
+            zero(Y)
+            zero_y = False
+        # One wave at one block per multiprocessor, each with the same number of (column
+        # tile, chunk) pairs (a block per tile and group of chunks left 4 of 132 idle).
+        work = gx * chunks
+        per_block = -(-work // max(1, min(work, sms // ntb)))
+        launch(f"sc_sparse_apply_slots<{H}>", (-(-work // per_block), 1, ntb), (tbw,),
                (A[j0:j0 + rows], i32(rows), i64(n), i64(lda), i32(d), i32(R), SL, OV,
-                i32(ovstride), i32(tbw), i32(ntb), i32(chunks), i32(per_block), scale, Y,
-                i64(ldy)), shared_mem=smem)
+                i32(ovstride), i32(tbw), i32(ntb), i32(gx), i32(chunks), i32(per_block), scale,
+                Y, i64(ldy)), shared_mem=smem)
     return Y
+
+
+_layouts = {}        # (m, d, nnz, shared memory, ...) -> _slot_layout(...)
 
 
 def _owned_smem(d, nnz):
@@ -124,7 +154,8 @@ def _apply_owned(A, m, n, lda, d, nnz, seed, stream, Y, ldy):
 
 
 def _apply(A, m, n, saj, sac, d, nnz, seed, stream, Y, syr, syc, method=None):
-    """Y (zeroed) += S @ A with A's element (j, c) at A[j*saj + c*sac], Y's (row, c) likewise."""
+    """Y = S @ A (Y's contents are overwritten) with A's element (j, c) at A[j*saj + c*sac],
+    Y's (row, c) likewise."""
     ct = ctype_of(A)
     method = LEFT_METHOD if method is None else method
     vec = 4 if ct == "float" else 2           # elements per 16-byte load
@@ -133,7 +164,8 @@ def _apply(A, m, n, saj, sac, d, nnz, seed, stream, Y, syr, syc, method=None):
                and Y.data.ptr % 16 == 0)
     if method == "slots" and rowwise and ct == "float" and nnz >= 2 and (
             SLOTS_MIN_D <= d < (1 << 21)):
-        return _apply_slots(A, m, n, saj, d, nnz, seed, stream, Y, syr)
+        return _apply_slots(A, m, n, saj, d, nnz, seed, stream, Y, syr, zero_y=True)
+    zero(Y)
     if (method in ("slots", "owned") and rowwise and ct == "float" and nnz >= 2
             and _owned_smem(d, nnz) <= device_properties()[1]):
         return _apply_owned(A, m, n, saj, d, nnz, seed, stream, Y, syr)
@@ -187,9 +219,11 @@ def sparse_sign_left(A, d, nnz, seed, stream, method=None):
     A = require_cupy_2d(A, "A")
     d, nnz = _check(d, nnz)
     m, n = A.shape
-    Y = cupy.zeros((d, n), dtype=A.dtype)
+    Y = cupy.empty((d, n), dtype=A.dtype)
     if m and n:
         _apply(A, m, n, n, 1, d, nnz, seed, stream, Y, n, 1, method)
+    else:
+        zero(Y)
     return Y
 
 
@@ -205,9 +239,11 @@ def sparse_sign_right(A, d, nnz, seed, stream):
         # device copy in bench/operators_gpu.py, "CountSketch right").
         Yt = sparse_sign_left(cupy.ascontiguousarray(A.T), d, nnz, seed, stream)
         return cupy.ascontiguousarray(Yt.T)
-    Y = cupy.zeros((n, d), dtype=A.dtype)
+    Y = cupy.empty((n, d), dtype=A.dtype)
     if m and n:   # Y.T = S @ A.T through strides: A.T's (j, c) = A[c*m + j], Y.T's (r, c) = Y[c*d + r]
         _apply(A, m, n, 1, m, d, nnz, seed, stream, Y, 1, d)
+    else:
+        zero(Y)
     return Y
 
 

@@ -400,13 +400,16 @@ extern "C" __global__ void sc_sparse_indices(sc_i64 j0, sc_i64 nj, int d, int nn
 // ones go to an overflow list, added with global reductions from the staged tile).
 // Thread (warp w, lane l) owns rows 32 w .. 32 w + 31 of its block of Y and column l of
 // its 32-column tile as 32 float registers; per row of Y and chunk it makes one broadcast
-// load of the slot and 2 H conflict-free loads of staged A values, empty places reading a
-// zero row: no atomics, no branches, 2 H independent loads in flight. Measured against the
-// alternatives on an H200 (d = 1024, nnz = 8, 1e6 x 256): a switch over the exact entry
-// count (indirect branches) took 1.3 ms, predicating seven places with a sign bit 3x the
-// instructions; the "owned" kernel above, a load and a store per update into a
-// shared-memory Y, 1.7 ms; this one 1.26 ms, bound by shared-memory loads (half of them
-// of empty places at 4 entries per row of Y and chunk).
+// load of the slot and up to 2 H conflict-free loads of staged A values (a pair of places
+// both empty is skipped by a warp-uniform branch; a lone empty place reads a zero row): no
+// atomics, 2 H independent loads in flight. Measured on an H200 (d = 1024, nnz = 8, 1e6 x
+// 256, ratios to a device copy): with slot offsets in rows, 1.26 ms (0.39x), issue-bound at
+// 8 instructions per place; offsets in bytes, 1.09 ms; one slab of tables, a 32-bit
+// staging loop and (tile, chunk) work spread over every multiprocessor, 1.02 ms; R = 511,
+// 1.00 ms (0.48x); skipping empty pairs, 4% less kernel time at fixed clocks. Alternatives
+// measured earlier: a switch over the exact entry count (indirect branches) 1.3 ms,
+// predicating seven places with a sign bit 3x the instructions, the "owned" kernel above
+// (a load and a store per update into a shared-memory Y) 1.7 ms.
 #define SC_SLOT_TB 1024         // rows of Y per block at most: 32 warps x 32 rows
 #define SC_SLOT_OVS 256         // staged head of a chunk's overflow list (u32: count, entries)
 
@@ -435,8 +438,9 @@ __device__ __forceinline__ int sc_sparse_band(sc_i64 row, int d, int nnz) {
 
 // Slot tables of chunks 0 .. gridDim.x - 1 of rows j0 .. j0 + m - 1 of A, one block per
 // (chunk c, block tb of tbw rows of Y). Slot of row i of the block: 2 H u16, places 0 .. H-1
-// the chunk's rows (0 .. R - 1) that add into it, H .. 2H-1 those that subtract, R where
-// empty. Further entries of (c, tb) go to OV[(c ntb + tb) ovstride]: their count, then
+// the chunk's rows r (0 .. R - 1) that add into it, H .. 2H-1 those that subtract, R where
+// empty, each as the byte offset r x 128 of that row in the staged tile (so R <= 511).
+// Further entries of (c, tb) go to OV[(c ntb + tb) ovstride]: their count, then
 // (r << 22 | minus << 21 | row of Y); ovstride >= 1 + R nb, a multiple of 4.
 template <int H>
 __global__ void __launch_bounds__(256)
@@ -456,21 +460,38 @@ sc_sparse_slots(sc_i64 j0, sc_i64 m, int R, int d, int nnz, sc_u64 seed, sc_u64 
     // Only the bands of nonzeros that can land in rows T0 .. T1 - 1.
     const int tlo = sc_sparse_band(T0, d, nnz), nb = sc_sparse_band(T1 - 1, d, nnz) - tlo + 1;
     unsigned* ov = OV + (c * ntb + tb) * (sc_i64)ovstride;
-    for (int e = tid; e < R * nb; e += nt) {
-        const int r = e % R, t = tlo + e / R;
-        const sc_i64 j = c * R + r;
-        if (j >= m) continue;
-        const int h = sc_sparse_hash(seed, stream, j0 + j, t, d, nnz);
-        const int row = h & 0x7fffffff;
-        if (row < T0 || row >= T1) continue;
-        const unsigned neg = (unsigned)h >> 31;
-        const unsigned old = atomicAdd(&cnt[row - T0], neg ? 0x10000u : 1u);
-        const unsigned rank = neg ? old >> 16 : old & 0xffffu;
-        if (rank < H) {
-            ent[row - T0][neg * H + rank] = (unsigned short)r;
-        } else {
-            const unsigned o = atomicAdd(&ocount, 1u);
-            ov[1 + o] = ((unsigned)r << 22) | (neg << 21) | (unsigned)row;
+    const int rows = (int)min((sc_i64)R, m - c * R);
+    for (int t = tlo; t < tlo + nb; ++t) {
+        // sc_sparse_hash's row, with the band's bounds computed once per band rather than
+        // per entry (two 64-bit divisions, which cost more than the Philox block).
+        const int lo = (int)(((sc_i64)t * d) / nnz);
+        const sc_u64 width = (sc_u64)((int)(((sc_i64)(t + 1) * d) / nnz) - lo);
+        // Two rows per pass: both Philox blocks before either shared-memory atomic, whose
+        // latency would otherwise stall each row's hash.
+        for (int r0 = tid; r0 < rows; r0 += 2 * nt) {
+            int row[2];
+            unsigned neg[2];
+#pragma unroll
+            for (int q = 0; q < 2; ++q) {
+                const int r = r0 + q * nt;
+                const sc_words w = sc_philox_block(seed, stream,
+                                                   (sc_u64)(j0 + c * R + r) * (sc_u64)nnz + t);
+                row[q] = r < rows ? lo + (int)(((sc_u64)w.w[0] * width) >> 32) : -1;
+                neg[q] = w.w[1] >> 31;
+            }
+#pragma unroll
+            for (int q = 0; q < 2; ++q) {
+                if (row[q] < T0 || row[q] >= T1) continue;
+                const unsigned r = (unsigned)(r0 + q * nt);
+                const unsigned old = atomicAdd(&cnt[row[q] - T0], neg[q] ? 0x10000u : 1u);
+                const unsigned rank = neg[q] ? old >> 16 : old & 0xffffu;
+                if (rank < H) {
+                    ent[row[q] - T0][neg[q] * H + rank] = (unsigned short)r;
+                } else {
+                    const unsigned o = atomicAdd(&ocount, 1u);
+                    ov[1 + o] = (r << 22) | (neg[q] << 21) | (unsigned)row[q];
+                }
+            }
         }
     }
     __syncthreads();
@@ -481,8 +502,8 @@ sc_sparse_slots(sc_i64 j0, sc_i64 m, int R, int d, int nnz, sc_u64 seed, sc_u64 
         unsigned short out[2 * H];
 #pragma unroll
         for (int v = 0; v < H; ++v) {
-            out[v] = v < np ? ent[i][v] : (unsigned short)R;
-            out[H + v] = v < nm ? ent[i][H + v] : (unsigned short)R;
+            out[v] = (unsigned short)((v < np ? ent[i][v] : R) * 128);
+            out[H + v] = (unsigned short)((v < nm ? ent[i][H + v] : R) * 128);
         }
 #pragma unroll
         for (int v = 0; v < H; ++v) sl[i * H + v] = out[2 * v] | ((unsigned)out[2 * v + 1] << 16);
@@ -492,19 +513,22 @@ sc_sparse_slots(sc_i64 j0, sc_i64 m, int R, int d, int nnz, sc_u64 seed, sc_u64 
 
 // Stage chunk c (rows c R .. c R + R - 1 of A's 32-column tile Ab, rows past m and columns
 // past ncols zero-filled), its tbw slots (SLb + c slstride) and the head of its overflow
-// list (OVb + c ovstride). Slab offsets fit in 32 bits (rows, columns, chunks), which keeps
-// the loop state in few registers.
+// list (OVb + c ovstride). Slab offsets fit in 32 bits (rows, columns, chunks; the slot
+// tables are at most _SLOT_BYTES), which keeps the loop state in few registers.
 template <int H>
 __device__ __forceinline__ void sc_slot_stage(const float* Ab, int m, int ncols, sc_i64 lda,
                                               int R, const typename sc_slot_word<H>::type* SLb,
-                                              sc_i64 slstride, int tbw, const unsigned* OVb,
-                                              sc_i64 ovstride, int c, float* stage,
+                                              int slstride, int tbw, const unsigned* OVb,
+                                              int ovstride, int c, float* stage,
                                               typename sc_slot_word<H>::type* slots,
                                               unsigned* ovs) {
     const int tid = threadIdx.x, nt = blockDim.x;
-    for (int e = tid; e < R * 8; e += nt) {
-        const int rr = e >> 3, cq = e & 7, r = c * R + rr;
-        const bool valid = r < m && 4 * cq < ncols;
+    // Each thread copies the same 16-byte quarter cq of every (nt / 8)-th row.
+    const int cq = tid & 7;
+    const bool col_ok = 4 * cq < ncols;
+    for (int rr = tid >> 3; rr < R; rr += nt >> 3) {
+        const int r = c * R + rr;
+        const bool valid = col_ok && r < m;
         sc_cp_async16(stage + rr * 32 + 4 * cq, valid ? Ab + r * lda + 4 * cq : Ab, valid);
     }
     const typename sc_slot_word<H>::type* src = SLb + c * slstride;
@@ -517,28 +541,44 @@ __device__ __forceinline__ void sc_slot_stage(const float* Ab, int m, int ncols,
         sc_cp_async16(ovs + 4 * i, ovsrc + 4 * i, true);
 }
 
+// The staged values at the two byte offsets of a slot word s (low and high 16 bits) from
+// this thread's column. Offsets in bytes make an address one integer add after the
+// extraction (offsets in rows cost a shift, a mask and two adds per place: 8 instructions
+// per place, which left the kernel issue-bound).
+__device__ __forceinline__ float sc_slot_pair(const char* col, unsigned s) {
+    return *reinterpret_cast<const float*>(col + (s & 0xffffu))
+         + *reinterpret_cast<const float*>(col + (s >> 16));
+}
+
+// A slot's sum of plus entries minus minus entries. Places fill in order, so a word (two
+// places) equal to `empty` (both places the zero row) ends its sign's entries: it is
+// skipped, a branch that is uniform over the warp (all lanes read the same slot), sparing
+// the shared-memory traffic of the zero-row loads (about half of the places at 2 entries
+// per sign, on average).
 template <int H> struct sc_slot_sum;
 template <> struct sc_slot_sum<4> {
-    static __device__ __forceinline__ float get(uint4 s, const float* col) {
-        const float plus = (col[(s.x & 0xffffu) * 32] + col[(s.x >> 16) * 32])
-                         + (col[(s.y & 0xffffu) * 32] + col[(s.y >> 16) * 32]);
-        const float minus = (col[(s.z & 0xffffu) * 32] + col[(s.z >> 16) * 32])
-                          + (col[(s.w & 0xffffu) * 32] + col[(s.w >> 16) * 32]);
+    static __device__ __forceinline__ float get(uint4 s, const char* col, unsigned empty) {
+        float plus = sc_slot_pair(col, s.x), minus = sc_slot_pair(col, s.z);
+        if (s.y != empty) plus += sc_slot_pair(col, s.y);
+        if (s.w != empty) minus += sc_slot_pair(col, s.w);
         return plus - minus;
     }
 };
 template <> struct sc_slot_sum<2> {
-    static __device__ __forceinline__ float get(uint2 s, const float* col) {
-        return (col[(s.x & 0xffffu) * 32] + col[(s.x >> 16) * 32])
-             - (col[(s.y & 0xffffu) * 32] + col[(s.y >> 16) * 32]);
+    static __device__ __forceinline__ float get(uint2 s, const char* col, unsigned empty) {
+        const float plus = s.x != empty ? sc_slot_pair(col, s.x) : 0.f;
+        return s.y != empty ? plus - sc_slot_pair(col, s.y) : plus;
     }
 };
 
+// Work is (column tile, chunk) pairs in tile-major order, handed out to the blocks in equal
+// contiguous ranges (per_block pairs each), so that every multiprocessor gets a block and
+// the same work: a range may end one tile and start the next, flushing Y in between.
 template <int H>
 __global__ void __launch_bounds__(SC_SLOT_TB, 1)
 sc_sparse_apply_slots(const float* A, int m, sc_i64 n, sc_i64 lda, int d, int R,
                       const typename sc_slot_word<H>::type* SL, const unsigned* OV,
-                      int ovstride, int tbw, int ntb, int nchunks, int chunks_per_block,
+                      int ovstride, int tbw, int ntb, int ntiles, int nchunks, int per_block,
                       double scale, float* Y, sc_i64 ldy) {
     typedef typename sc_slot_word<H>::type word;
     extern __shared__ __align__(16) unsigned char sc_smem[];
@@ -547,58 +587,70 @@ sc_sparse_apply_slots(const float* A, int m, sc_i64 n, sc_i64 lda, int d, int R,
     word* slots0 = (word*)(stage0 + 2 * sstride);        // 2 x tbw
     unsigned* ovs0 = (unsigned*)(slots0 + 2 * tbw);      // 2 x SC_SLOT_OVS
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
-    const sc_i64 c0 = (sc_i64)blockIdx.x * 32;
     const int tb = blockIdx.z;
-    const int cb = blockIdx.y * chunks_per_block;
-    const int ce = min(nchunks, cb + chunks_per_block);
-    if (cb >= ce) return;                                // uniform: the whole block
-    const float* Ab = A + c0;
-    const int ncols = (int)min((sc_i64)32, n - c0);
+    const int f0 = blockIdx.x * per_block, f1 = min(ntiles * nchunks, f0 + per_block);
+    if (f0 >= f1) return;                                // uniform: the whole block
     const word* SLb = SL + (sc_i64)tb * tbw;
-    const sc_i64 slstride = (sc_i64)ntb * tbw;
+    const int slstride = ntb * tbw;
     const unsigned* OVb = OV + (sc_i64)tb * ovstride;
-    const sc_i64 ovs_stride = (sc_i64)ntb * ovstride;
+    const int ovs_stride = ntb * ovstride;
     const float sv = (float)scale;
     float acc[32];
 #pragma unroll
     for (int k = 0; k < 32; ++k) acc[k] = 0.f;
     if (tid < 64) stage0[(tid >> 5) * sstride + R * 32 + (tid & 31)] = 0.f;   // zero rows
-    sc_slot_stage<H>(Ab, m, ncols, lda, R, SLb, slstride, tbw, OVb, ovs_stride, cb, stage0,
-                     slots0, ovs0);
+    int tile = f0 / nchunks, c = f0 - tile * nchunks;
+    int ncols = min(32, (int)(n - tile * 32));
+    sc_slot_stage<H>(A + tile * 32, m, ncols, lda, R, SLb, slstride, tbw, OVb, ovs_stride, c,
+                     stage0, slots0, ovs0);
     sc_cp_async_commit();
     int buf = 0;
-    for (int c = cb; c < ce; ++c, buf ^= 1) {
+    for (int f = f0; f < f1; ++f, buf ^= 1) {
+        const bool last_of_tile = c + 1 == nchunks;
         sc_cp_async_wait_all();
         // Chunk c has landed for every thread, and chunk c - 1 (the other buffer) is done.
         __syncthreads();
-        if (c + 1 < ce)
-            sc_slot_stage<H>(Ab, m, ncols, lda, R, SLb, slstride, tbw, OVb, ovs_stride, c + 1,
+        if (f + 1 < f1) {
+            const int tn = last_of_tile ? tile + 1 : tile;
+            sc_slot_stage<H>(A + tn * 32, m, min(32, (int)(n - tn * 32)), lda, R, SLb,
+                             slstride, tbw, OVb, ovs_stride, last_of_tile ? 0 : c + 1,
                              stage0 + (buf ^ 1) * sstride, slots0 + (buf ^ 1) * tbw,
                              ovs0 + (buf ^ 1) * SC_SLOT_OVS);
+        }
         sc_cp_async_commit();
         const word* sl = slots0 + buf * tbw + w * 32;
         const float* col = stage0 + buf * sstride + lane;
+        const char* colb = reinterpret_cast<const char*>(col);
+        const unsigned empty = (unsigned)R * 128u * 0x10001u;    // two zero-row places
 #pragma unroll
-        for (int k = 0; k < 32; ++k) acc[k] += sc_slot_sum<H>::get(sl[k], col);
+        for (int k = 0; k < 32; ++k) acc[k] += sc_slot_sum<H>::get(sl[k], colb, empty);
         // Entries beyond the slots' places: one coalesced reduction per entry into Y, from
         // the staged tile (the list's head is staged; a longer list reads on from L2).
+        float* Yc = Y + tile * 32 + lane;
         const unsigned* ovs = ovs0 + buf * SC_SLOT_OVS;
         const unsigned* ovg = OVb + c * ovs_stride;
         const unsigned count = ovs[0];
         for (unsigned o = w; o < count; o += blockDim.x >> 5) {
             const unsigned u = 1 + o < SC_SLOT_OVS ? ovs[1 + o] : ovg[1 + o];
-            const float a = col[(u >> 22) * 32];
-            if (lane < ncols)
-                atomicAdd(Y + (sc_i64)(u & 0x1fffffu) * ldy + c0 + lane,
-                          (u >> 21) & 1u ? -sv * a : sv * a);
+            // The entry's sign (bit 21) moved to the float's sign bit.
+            const float v = __int_as_float(__float_as_int(sv * col[(u >> 22) * 32])
+                                           ^ ((u << 10) & 0x80000000u));
+            if (lane < ncols) atomicAdd(Yc + (u & 0x1fffffu) * ldy, v);
         }
-    }
-    if (lane < ncols) {
+        if (f + 1 == f1 || last_of_tile) {               // the tile's last chunk here
 #pragma unroll
-        for (int k = 0; k < 32; ++k) {
-            const int row = tb * tbw + w * 32 + k;
-            if (row < d) atomicAdd(Y + (sc_i64)row * ldy + c0 + lane, sv * acc[k]);
+            for (int k = 0; k < 32; ++k) {
+                const int row = tb * tbw + w * 32 + k;
+                if (lane < ncols && row < d) atomicAdd(Yc + row * ldy, sv * acc[k]);
+                acc[k] = 0.f;
+            }
+        }
+        if (last_of_tile) {
+            ++tile;
+            c = 0;
+            ncols = min(32, (int)(n - tile * 32));
+        } else {
+            ++c;
         }
     }
 }
-
