@@ -84,9 +84,9 @@ def main():
                 bench.add(case, label + " ", t, baseline="plain torch factor math")
 
             add_layer_rows("sketchcore_torch SKLinear", layer)
-            # The same layer replayed as CUDA graphs: no Python on the way, so the GPU
-            # time shows (the eager layer replays recorded launches, but torch's autograd
-            # still costs host time per call).
+            # The same layer captured whole by torch as CUDA graphs: no Python on the way,
+            # so the GPU time shows (the eager layer launches its own graphs, but torch's
+            # autograd still costs host time per call).
             add_layer_rows("sketchcore_torch SKLinear, CUDA graph",
                            torch.cuda.make_graphed_callables(layer, (x,)))
         except Exception as exc:   # report, never hide: the table says what did not run
@@ -115,7 +115,9 @@ def main():
                        ">= 30x nn.Linear float32, >= 5x bfloat16.")
     bench.notes.append("Eager rows are timed per call from an idle GPU, so Python host time "
                        "counts where it exceeds the GPU's; the eager layer replays the launches "
-                       "recorded at its first call (sketchcore._cuda._trace), the direct kernel "
+                       "recorded at its first call (sketchcore._cuda._trace), as one CUDA graph "
+                       "per recurring set of tensor addresses from the third call on (torch's "
+                       "allocator hands each step the same blocks), the direct kernel "
                        "calls run the ordinary Python path each time; 'CUDA graph' rows replay "
                        "the same layer captured by torch.cuda.make_graphed_callables (no "
                        "Python per call).")
