@@ -267,7 +267,9 @@ class Trace:
     ``workspace_bytes``: the temporaries' memory, one block the caller allocates.
     ``replay(slots, workspace, stream)``: ``slots`` are the new base addresses (ints) in the
     recorded slot order, ``workspace`` the workspace's address, ``stream`` the CUDA stream
-    handle; the current device must be the recorded one.
+    handle; the current device must be the recorded one. The first replay of an address set
+    issues the steps; the second captures them into a CUDA graph (on a stream of its own)
+    and launches it, as do later ones (``graph_launches`` counts those launches).
     """
 
     def __init__(self, ops, workspace_bytes, nslots):

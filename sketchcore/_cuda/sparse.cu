@@ -12,13 +12,31 @@
 // atomics.
 #include "common.cuh"
 
+// Nonzero t of column j lies in band t of S's rows: rows sc_band_start(t) ..
+// sc_band_start(t + 1) - 1; sc_sparse_band(row) is the band a row is in.
+__device__ __forceinline__ int sc_band_start(int t, int d, int nnz) {
+    return (int)(((sc_i64)t * d) / nnz);
+}
+
+__device__ __forceinline__ int sc_sparse_band(sc_i64 row, int d, int nnz) {
+    return (int)(((row + 1) * nnz - 1) / d);
+}
+
+// Row of nonzero t of column j, with its sign in the top bit, given its band's first row
+// and width (callers that hash many columns of one band compute those once: two 64-bit
+// divisions cost more than the Philox block).
+__device__ __forceinline__ int sc_sparse_hash_in_band(sc_u64 seed, sc_u64 stream, sc_i64 j,
+                                                      int t, int nnz, int lo, sc_u64 width) {
+    const sc_words w = sc_philox_block(seed, stream, (sc_u64)j * (sc_u64)nnz + (sc_u64)t);
+    const int row = lo + (int)(((sc_u64)w.w[0] * width) >> 32);
+    return row | (int)(w.w[1] & 0x80000000u);
+}
+
 __device__ __forceinline__ int sc_sparse_hash(sc_u64 seed, sc_u64 stream, sc_i64 j, int t, int d,
                                               int nnz) {
-    const sc_words w = sc_philox_block(seed, stream, (sc_u64)j * (sc_u64)nnz + (sc_u64)t);
-    const int lo = (int)(((sc_i64)t * d) / nnz);
-    const int hi = (int)(((sc_i64)(t + 1) * d) / nnz);
-    const int row = lo + (int)(((sc_u64)w.w[0] * (sc_u64)(hi - lo)) >> 32);
-    return row | (int)(w.w[1] & 0x80000000u);   // sign in the top bit
+    const int lo = sc_band_start(t, d, nnz);
+    return sc_sparse_hash_in_band(seed, stream, j, t, nnz, lo,
+                                  (sc_u64)(sc_band_start(t + 1, d, nnz) - lo));
 }
 
 #define SC_SPARSE_CHUNK 128
@@ -351,7 +369,7 @@ sc_sparse_apply_owned(const float* A, sc_i64 m, sc_i64 n, sc_i64 lda, int d, int
     for (int e = tid; e < d * q4; e += nthreads) {
         const int row = e / q4, col = 4 * (e % q4);
         if (c0 + col >= n) continue;
-        const int band = (int)((((sc_i64)row + 1) * nnz - 1) / d);
+        const int band = sc_sparse_band(row, d, nnz);
         const int shift = wc * (band % TG);
         float s[4];
 #pragma unroll
@@ -432,10 +450,6 @@ __device__ __forceinline__ void sc_cp_async8(void* smem, const void* gmem) {
 #endif
 }
 
-__device__ __forceinline__ int sc_sparse_band(sc_i64 row, int d, int nnz) {
-    return (int)(((row + 1) * nnz - 1) / d);
-}
-
 // Slot tables of chunks 0 .. gridDim.x - 1 of rows j0 .. j0 + m - 1 of A, one block per
 // (chunk c, block tb of tbw rows of Y). Slot of row i of the block: 2 H u16, places 0 .. H-1
 // the chunk's rows r (0 .. R - 1) that add into it, H .. 2H-1 those that subtract, R where
@@ -462,10 +476,8 @@ sc_sparse_slots(sc_i64 j0, sc_i64 m, int R, int d, int nnz, sc_u64 seed, sc_u64 
     unsigned* ov = OV + (c * ntb + tb) * (sc_i64)ovstride;
     const int rows = (int)min((sc_i64)R, m - c * R);
     for (int t = tlo; t < tlo + nb; ++t) {
-        // sc_sparse_hash's row, with the band's bounds computed once per band rather than
-        // per entry (two 64-bit divisions, which cost more than the Philox block).
-        const int lo = (int)(((sc_i64)t * d) / nnz);
-        const sc_u64 width = (sc_u64)((int)(((sc_i64)(t + 1) * d) / nnz) - lo);
+        const int lo = sc_band_start(t, d, nnz);
+        const sc_u64 width = (sc_u64)(sc_band_start(t + 1, d, nnz) - lo);
         // Two rows per pass: both Philox blocks before either shared-memory atomic, whose
         // latency would otherwise stall each row's hash.
         for (int r0 = tid; r0 < rows; r0 += 2 * nt) {
@@ -474,10 +486,10 @@ sc_sparse_slots(sc_i64 j0, sc_i64 m, int R, int d, int nnz, sc_u64 seed, sc_u64 
 #pragma unroll
             for (int q = 0; q < 2; ++q) {
                 const int r = r0 + q * nt;
-                const sc_words w = sc_philox_block(seed, stream,
-                                                   (sc_u64)(j0 + c * R + r) * (sc_u64)nnz + t);
-                row[q] = r < rows ? lo + (int)(((sc_u64)w.w[0] * width) >> 32) : -1;
-                neg[q] = w.w[1] >> 31;
+                const int h = sc_sparse_hash_in_band(seed, stream, j0 + c * R + r, t, nnz, lo,
+                                                     width);
+                row[q] = r < rows ? h & 0x7fffffff : -1;
+                neg[q] = (unsigned)h >> 31;
             }
 #pragma unroll
             for (int q = 0; q < 2; ++q) {
