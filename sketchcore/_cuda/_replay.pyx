@@ -368,7 +368,8 @@ cdef class CompiledTrace:
         self.graphs[key] = <uintptr_t>graph_exec
         return True
 
-    def _drop_graphs(self):
+    cdef void _drop_graphs(self):
+        # A C method: __dealloc__ calls it, where Python-level methods should not run.
         cdef uintptr_t graph_exec
         if self.graphs is None:
             return

@@ -91,11 +91,10 @@ class SKLinear(nn.Module):
     replay the recording from C with the new tensors' addresses, so little Python runs per
     call (``SKETCHCORE_TRACE=0`` turns this off); addresses that come back, as torch's
     allocator hands a training loop the same blocks each step, are captured into a CUDA
-    graph and launched as one (``SKETCHCORE_TRACE_GRAPHS=0`` keeps plain replays). For
-    the last microseconds,
-    ``torch.cuda.make_graphed_callables(layer, (x,))`` captures the layer into CUDA graphs
-    (the kernels run on torch's current stream and take their temporaries from torch's
-    allocator, so capture needs nothing else).
+    graph and launched as one (``SKETCHCORE_TRACE_GRAPHS=0`` keeps plain replays). For the
+    last microseconds, ``torch.cuda.make_graphed_callables(layer, (x,))`` captures the
+    layer into CUDA graphs (the kernels run on torch's current stream and take their
+    temporaries from torch's allocator, so capture needs nothing else).
 
     Raises
     ------
