@@ -140,8 +140,11 @@ def _cuda_view(t):
 _TRACE = os.environ.get("SKETCHCORE_TRACE", "1") != "0"
 _fwd_traces = {}     # forward key -> Trace, or None where recording failed
 _bwd_traces = {}     # (forward key, flags, dtypes) -> Trace or None
-_bwd_recorded = set()   # forward keys with a backward trace
+# Forward keys with a backward trace -> the largest workspace their backward traces need:
+# a replayed training forward allocates it with its own, so the backward allocates none.
+_bwd_recorded = {}
 _TRACE_CACHE_SIZE = 512  # configurations kept (each new batch size is one): then start over
+_ALIGN = 256             # workspace regions start on this many bytes (cudaMalloc's alignment)
 
 
 def _remember(cache, key, trace):
@@ -150,6 +153,26 @@ def _remember(cache, key, trace):
         _bwd_traces.clear()
         _bwd_recorded.clear()
     cache[key] = trace
+
+
+def _aligned(nbytes):
+    return -(-nbytes // _ALIGN) * _ALIGN
+
+
+_modules = None
+
+
+def _cuda_modules():
+    """(sketchcore._cuda, its _trace and _linear, _bridge.cuda_stream), imported on first
+    use: CuPy loads only when a CUDA tensor comes, and a per-call ``import`` statement costs
+    about a microsecond of host time each (these calls are host-bound)."""
+    global _modules
+    if _modules is None:
+        from sketchcore import _cuda
+        from sketchcore._cuda import _trace, _linear
+        from sketchcore_torch._bridge import cuda_stream
+        _modules = (_cuda, _trace, _linear, cuda_stream)
+    return _modules
 
 
 def _traceable(device_index):
@@ -167,9 +190,7 @@ def _regions(tensors):
 
 
 def _cuda_forward(x, S1s, S2s, U1s, U2s, bias, saved=None):
-    from sketchcore import _cuda
-    from sketchcore._cuda import _trace, _linear
-    from sketchcore_torch._bridge import cuda_stream
+    _cuda, _trace, _linear, cuda_stream = _cuda_modules()
     storage = "bfloat16" if x.dtype == torch.bfloat16 else None
     if bias is not None and bias.dtype != x.dtype:
         bias = bias.to(x.dtype)        # the kernel adds the bias in the output's type
@@ -179,19 +200,33 @@ def _cuda_forward(x, S1s, S2s, U1s, U2s, bias, saved=None):
     # Results in torch's allocator, written by the kernels through CuPy views: no DLPack
     # round trip on the way back (tens of microseconds of host time per tensor).
     y = x.new_empty((x.shape[0], S2s.shape[2]))
-    hidden = x.new_empty((x.shape[0], 2 * L * k), dtype=_compute_dtype(x.dtype))
-    tensors = (x, S1s, S2s, U1s, U2s, bias, y, hidden)
+    hidden_dtype = _compute_dtype(x.dtype)
+    hidden_shape = (x.shape[0], 2 * L * k)
     index = x.get_device()
     traceable = _traceable(index)
     key = (x.shape, x.dtype, S1s.shape, S1s.dtype, S2s.shape,
            None if bias is None else bias.dtype, index, _linear.HALF_PRODUCTS)
     trace = _fwd_traces.get(key) if traceable else None
     if trace is not None and (saved is None or key in _bwd_recorded):
-        ws = x.new_empty((trace.workspace_bytes,), dtype=torch.uint8)
-        trace.replay(_slots(tensors), ws.data_ptr(), torch._C._cuda_getCurrentRawStream(index))
+        # One block holds hidden, this replay's workspace and, in training, the workspace
+        # of the backward to come: each allocation costs 3-5 us of host time, and these
+        # calls are host-bound. hidden keeps the block alive until the backward.
+        item = hidden_dtype.itemsize
+        hidden_bytes = _aligned(hidden_shape[0] * hidden_shape[1] * item)
+        fwd_bytes = _aligned(trace.workspace_bytes)
+        bwd_bytes = 0 if saved is None else _bwd_recorded[key]
+        block = x.new_empty(((hidden_bytes + fwd_bytes + bwd_bytes) // item,),
+                            dtype=hidden_dtype)
+        hidden = block.as_strided(hidden_shape, (hidden_shape[1], 1))
+        base = block.data_ptr()
+        trace.replay(_slots((x, S1s, S2s, U1s, U2s, bias, y, hidden)), base + hidden_bytes,
+                     torch._C._cuda_getCurrentRawStream(index))
         if saved is not None:
-            saved["trace"] = (key, ws, None)
+            saved["trace"] = (key, block, base + hidden_bytes, None,
+                              base + hidden_bytes + fwd_bytes, bwd_bytes)
         return y, hidden
+    hidden = x.new_empty(hidden_shape, dtype=hidden_dtype)
+    tensors = (x, S1s, S2s, U1s, U2s, bias, y, hidden)
     rec = _trace.record(_regions(tensors), len(tensors)) if (
         traceable and (key not in _fwd_traces or trace is not None)) else None
     with cuda_stream(x.device):
@@ -202,33 +237,43 @@ def _cuda_forward(x, S1s, S2s, U1s, U2s, bias, saved=None):
     if rec is not None:
         _remember(_fwd_traces, key, rec.trace)
         if saved is not None and rec.trace is not None:
-            saved["trace"] = (key, None, rec.temps)
+            saved["trace"] = (key, None, None, rec.temps, 0, 0)
     return y, hidden
+
+
+def _grad_block(S1s, S2s, has_bias, need_weights):
+    """(grad_S1s, grad_S2s, grad_bias), those asked for, in one allocation (None for the
+    others): grad_S2s first, grad_bias right after it (the 16-bit kernels fill both with
+    one product), grad_S1s from the next aligned offset. Views by ``as_strided``, the
+    cheapest on the host (slicing and ``view`` cost 3 us each)."""
+    L, n_in, k = S1s.shape
+    o = S2s.shape[2]
+    n2 = L * k * o if need_weights else 0
+    nb = o if has_bias else 0
+    item = S1s.dtype.itemsize
+    off1 = _aligned((n2 + nb) * item) // item
+    n1 = L * n_in * k if need_weights else 0
+    if not n1 + nb:
+        return None, None, None
+    block = S1s.new_empty(((off1 + n1) if n1 else nb,))
+    if not need_weights:
+        return None, None, block
+    return (block.as_strided((L, n_in, k), (n_in * k, k, 1), off1),
+            block.as_strided((L, k, o), (k * o, o, 1), 0),
+            block.as_strided((o,), (1,), n2) if has_bias else None)
 
 
 def _cuda_backward(grad_y, x, hidden, S1s, S2s, U1s, U2s, has_bias, need_x, need_weights,
                    saved=None):
-    from sketchcore import _cuda
-    from sketchcore._cuda import _trace
-    from sketchcore_torch._bridge import cuda_stream
+    _cuda, _trace, _linear, cuda_stream = _cuda_modules()
     storage = "bfloat16" if x.dtype == torch.bfloat16 else None
     if grad_y.dtype != x.dtype:
         grad_y = grad_y.to(x.dtype)
     grad_y = grad_y.contiguous()       # e.g. the expanded gradient of a sum
     # Gradients in torch's allocator (see _cuda_forward); the parameters' in the factors'
-    # dtype, as the kernels return them. grad_bias right after grad_S2s in one block: the
-    # 16-bit kernels then fill both with one product.
-    L, k, o = S2s.shape
-    gS2 = gb = None
-    if need_weights and has_bias:
-        both = S1s.new_empty(((L * k + 1) * o,))
-        gS2, gb = both[:L * k * o].view(S2s.shape), both[L * k * o:]
-    elif need_weights:
-        gS2 = S1s.new_empty(S2s.shape)
-    elif has_bias:
-        gb = S1s.new_empty((o,))
-    grads = (x.new_empty(x.shape) if need_x else None,
-             S1s.new_empty(S1s.shape) if need_weights else None, gS2, gb)
+    # dtype, as the kernels return them.
+    gS1, gS2, gb = _grad_block(S1s, S2s, has_bias, need_weights)
+    grads = (x.new_empty(x.shape) if need_x else None, gS1, gS2, gb)
     tensors = (grad_y, x, hidden, S1s, S2s, U1s, U2s) + grads
     fwd = None if saved is None else saved.get("trace")
     key = trace = None
@@ -238,15 +283,22 @@ def _cuda_backward(grad_y, x, hidden, S1s, S2s, U1s, U2s, has_bias, need_x, need
                None if hidden is None else hidden.dtype)
         trace = _bwd_traces.get(key)
     if trace is not None and fwd[1] is not None:
-        # The forward replayed too: its temporaries are in its workspace, the last slot.
-        ws = x.new_empty((trace.workspace_bytes,), dtype=torch.uint8)
-        trace.replay(_slots(tensors) + [fwd[1].data_ptr()], ws.data_ptr(),
+        # The forward replayed too: its temporaries are in its workspace, the last slot,
+        # and it allocated this backward's workspace (unless another configuration's
+        # smaller one).
+        ws = None
+        if trace.workspace_bytes <= fwd[5]:
+            ws_address = fwd[4]
+        else:
+            ws = x.new_empty((trace.workspace_bytes,), dtype=torch.uint8)
+            ws_address = ws.data_ptr()
+        trace.replay(_slots(tensors) + [fwd[2]], ws_address,
                      torch._C._cuda_getCurrentRawStream(index))
     else:
         rec = None
-        if key is not None and fwd[2] is not None and key not in _bwd_traces:
+        if key is not None and fwd[3] is not None and key not in _bwd_traces:
             # A recorded forward: its temporaries become offsets in its workspace slot.
-            regions = _regions(tensors) + [(p, n, len(tensors), off) for p, n, off in fwd[2]]
+            regions = _regions(tensors) + [(p, n, len(tensors), off) for p, n, off in fwd[3]]
             rec = _trace.record(regions, len(tensors) + 1)
         with cuda_stream(x.device):
             args = [_cuda_view(t) for t in (grad_y, x, hidden, S1s, S2s, U1s, U2s)]
@@ -258,7 +310,8 @@ def _cuda_backward(grad_y, x, hidden, S1s, S2s, U1s, U2s, has_bias, need_x, need
         if rec is not None:
             _remember(_bwd_traces, key, rec.trace)
             if rec.trace is not None:
-                _bwd_recorded.add(fwd[0])
+                _bwd_recorded[fwd[0]] = max(_bwd_recorded.get(fwd[0], 0),
+                                            _aligned(rec.trace.workspace_bytes))
     out = []
     for g, ref in zip(grads, (x, S1s, S2s, S2s)):
         if g is None:

@@ -19,7 +19,7 @@ def fresh_traces(monkeypatch):
     """Empty trace caches, and a count of replays."""
     monkeypatch.setattr(_ops, "_fwd_traces", {})
     monkeypatch.setattr(_ops, "_bwd_traces", {})
-    monkeypatch.setattr(_ops, "_bwd_recorded", set())
+    monkeypatch.setattr(_ops, "_bwd_recorded", {})
     replays = []
     original = _trace.Trace.replay
 
@@ -183,3 +183,54 @@ def test_recurring_addresses_launch_captured_graphs(monkeypatch, fresh_traces, d
             torch.testing.assert_close(layer(xs), expected[i], **TOL[dtype])
     s.synchronize()
     assert sum(t.graph_launches for t in _ops._fwd_traces.values()) > before
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_training_forward_allocates_the_backward_workspace(monkeypatch, fresh_traces, dtype):
+    """A replayed training forward puts hidden, its workspace and the backward's in one
+    block, and the backward replays into it; a reservation smaller than the backward
+    needs makes the backward allocate its own. Results match the ordinary path."""
+    seen = []
+    counted = _trace.Trace.replay
+
+    def spy(self, slots, workspace, stream):
+        seen.append((self, list(slots), workspace))
+        return counted(self, slots, workspace, stream)
+
+    monkeypatch.setattr(_trace.Trace, "replay", spy)
+    torch.manual_seed(6)
+    layer = pr.nn.SKLinear(72, 40, 1, 8, device="cuda", dtype=dtype)
+    x = torch.randn(64, 72, device="cuda", dtype=dtype, requires_grad=True)
+    g = torch.randn(64, 40, device="cuda", dtype=dtype)
+
+    def step():
+        layer.zero_grad(set_to_none=True)
+        x.grad = None
+        y = layer(x)
+        y.backward(g)
+        return [y.detach().clone(), x.grad.clone()] + [p.grad.clone() for p in layer.parameters()]
+
+    monkeypatch.setattr(_ops, "_TRACE", False)
+    ref = step()
+    monkeypatch.setattr(_ops, "_TRACE", True)
+    for _ in range(2):
+        step()                                    # records, then replays
+    fwd_trace, bwd_trace = (list(c.values())[0] for c in (_ops._fwd_traces, _ops._bwd_traces))
+    assert bwd_trace.workspace_bytes > 0
+    assert _ops._bwd_recorded[next(iter(_ops._fwd_traces))] >= bwd_trace.workspace_bytes
+    seen.clear()
+    for got, want in zip(step(), ref):
+        torch.testing.assert_close(got, want, **TOL[dtype])
+    (f, f_slots, f_ws), (b, _, b_ws) = seen
+    assert f is fwd_trace and b is bwd_trace
+    hidden_address = f_slots[7]
+    assert f_ws == hidden_address + _ops._aligned(64 * 16 * 4)
+    assert b_ws == f_ws + _ops._aligned(fwd_trace.workspace_bytes)
+    # Too small a reservation: the backward allocates, elsewhere, and still agrees.
+    for key in _ops._bwd_recorded:
+        _ops._bwd_recorded[key] = 0
+    seen.clear()
+    for got, want in zip(step(), ref):
+        torch.testing.assert_close(got, want, **TOL[dtype])
+    (_, f_slots, f_ws), (_, _, b_ws) = seen
+    assert not f_slots[7] <= b_ws < f_ws + _ops._aligned(fwd_trace.workspace_bytes)

@@ -78,6 +78,36 @@ def test_unwanted_gradients_are_empty_and_skipped():
     assert gx.numel() == 0 and gb.numel() == 0 and g1.shape == S1s.shape
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("L,m,k,o", [(1, 72, 8, 40), (2, 7, 3, 5)])
+@pytest.mark.parametrize("has_bias,need_weights",
+                         [(True, True), (False, True), (True, False), (False, False)])
+def test_gradient_block_layout(dtype, L, m, k, o, has_bias, need_weights):
+    """The CUDA backward's parameter gradients share one allocation: grad_S2s at its start,
+    grad_bias right after it (one 16-bit product fills both), grad_S1s from an aligned
+    offset; contiguous, the parameters' shapes, no overlap."""
+    S1s, S2s = torch.empty(L, m, k, dtype=dtype), torch.empty(L, k, o, dtype=dtype)
+    g1, g2, gb = _ops._grad_block(S1s, S2s, has_bias, need_weights)
+    assert (g1 is None) == (g2 is None) == (not need_weights)
+    assert (gb is None) == (not has_bias)
+    item = S1s.element_size()
+    if need_weights:
+        assert g1.shape == S1s.shape and g2.shape == S2s.shape
+        assert g1.is_contiguous() and g2.is_contiguous() and g1.dtype == g2.dtype == dtype
+        assert g2.storage_offset() == 0
+        assert (g1.data_ptr() - g2.data_ptr()) % _ops._ALIGN == 0
+        assert g1.data_ptr() >= g2.data_ptr() + (g2.numel() + (o if has_bias else 0)) * item
+        if has_bias:
+            assert gb.data_ptr() == g2.data_ptr() + g2.numel() * item
+    if has_bias:
+        assert gb.shape == (o,) and gb.is_contiguous() and gb.dtype == dtype
+    parts = [t for t in (g1, g2, gb) if t is not None]
+    for value, t in enumerate(parts, 1):
+        t.fill_(value)
+    for value, t in enumerate(parts, 1):
+        assert bool((t == value).all())
+
+
 def test_input_without_grad_gets_none():
     x, S1s, S2s, U1s, U2s, b = _factors()
     x = x.detach()
