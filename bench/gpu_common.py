@@ -7,7 +7,7 @@ Results go to ``$SKETCHCORE_BENCH_DIR`` (default ``bench/results``): ``<topic>.m
 import os
 import statistics
 
-__all__ = ["cuda_time", "torch_time", "GpuBench"]
+__all__ = ["cuda_time", "torch_time", "torch_time_steps", "GpuBench"]
 
 
 def cuda_time(fn, repeats=20, warmup=3):
@@ -100,4 +100,26 @@ def torch_time(fn, repeats=20, warmup=3):
         stop.record()
         stop.synchronize()
         times.append(start.elapsed_time(stop) / 1e3)
+    return statistics.median(times)
+
+
+def torch_time_steps(fn, steps=20, repeats=10, warmup=3):
+    """Median seconds per call of ``fn`` called ``steps`` times back to back, as in a
+    training loop: the host queues each call while the GPU still runs the one before, so
+    host time hides behind GPU time where it is shorter (``torch_time`` starts every call
+    from an idle GPU instead). CUDA events around each run of ``steps`` calls."""
+    import torch
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start = torch.cuda.Event(enable_timing=True)
+        stop = torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(steps):
+            fn()
+        stop.record()
+        stop.synchronize()
+        times.append(start.elapsed_time(stop) / 1e3 / steps)
     return statistics.median(times)

@@ -30,7 +30,7 @@ def main():
 
     copy_t = cuda_time(d2d_copy)
     seed, stream = 1, make_stream("sparse_sign", 0, 0)
-    for d in (1024, 4096):
+    for d in (512, 1024, 4096):
         cased = f"{case}, d={d}"
         bench.add(cased, "device copy", copy_t)
         torch_impl = None
@@ -92,13 +92,14 @@ def main():
                        "(speed-up vs device copy >= 0.5).")
     from sketchcore._cuda import _sparse
     from sketchcore._cuda._loader import device_properties
-    too_big = [d for d in (1024, 4096) if _sparse._owned_smem(d, 8) > device_properties()[1]]
+    too_big = [d for d in (512, 1024, 4096) if _sparse._owned_smem(d, 8) > device_properties()[1]]
     if too_big:   # say which "owned" rows actually ran another kernel
         bench.notes.append(f"kernel=owned needs d x 32 floats of shared memory; at d = "
                            f"{', '.join(map(str, too_big))} it falls back to kernel=red "
                            f"(and so do nnz = 1 rows).")
     bench.notes.append(f"kernel=slots (the default for d >= {_sparse.SLOTS_MIN_D}, nnz >= 2) "
-                       f"falls back to kernel=owned for nnz = 1, i.e. to red.")
+                       f"falls back to kernel=owned for nnz = 1, i.e. to red; it runs two "
+                       f"columns per thread up to d = {_sparse._SLOT_THREADS // 2}, one above.")
     print(bench.write(dev))
 
 

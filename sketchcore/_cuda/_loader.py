@@ -40,6 +40,7 @@ OPTIONS = ("-std=c++17", "--fmad=false")
 GEMM_TILES = ((64, 64), (128, 32), (256, 16))
 OWNED_VECTORS = (1, 2)   # columns per thread of sc_sparse_apply_owned
 SLOT_PLACES = (2, 4)     # places per sign in a slot of sc_sparse_apply_slots
+SLOT_VECTORS = (1, 2)    # columns per thread of sc_sparse_apply_slots
 
 _lock = threading.Lock()
 _modules = {}        # device id -> (Module, {name expression: Function})
@@ -69,7 +70,8 @@ def name_expressions():
                   f"sc_sparse_dense<{t}>", f"sc_fwht_pass<{t}>", f"sc_dense_block<{t}>"]
     exprs += [f"sc_sparse_apply_owned<{v}>" for v in OWNED_VECTORS]
     for h in SLOT_PLACES:
-        exprs += [f"sc_sparse_slots<{h}>", f"sc_sparse_apply_slots<{h}>"]
+        exprs += [f"sc_sparse_slots<{h}>"]
+        exprs += [f"sc_sparse_apply_slots<{h}, {v}>" for v in SLOT_VECTORS]
     for bm, bn in GEMM_TILES:
         for combo in gemm_combos():
             exprs.append(gemm_name(*combo, bm, bn, False))

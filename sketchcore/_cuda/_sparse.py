@@ -15,7 +15,7 @@ _SMEM_BUDGET = 100 * 1024  # two blocks per multiprocessor on Hopper (228 KiB)
 
 #: Kernel for the left float32/float64 apply, set by measurement (bench/operators_gpu.py):
 #: "slots" (float32, nnz >= 2: per-chunk slot tables list which rows of A hit each row of
-#: Y; threads accumulate 32 rows of Y each in registers), "owned" (float32, nnz >= 2: a
+#: Y; a thread accumulates 32 entries of Y in registers), "owned" (float32, nnz >= 2: a
 #: block holds d x 32 of Y in shared memory, each thread owns one nonzero index t and adds
 #: into its row band without atomics), "red" (a warp per row of A, vector reductions into
 #: Y in L2; float32 with n % 4 == 0, float64 with n even), or "smem" (shared-memory tile of
@@ -28,46 +28,62 @@ _SMEM_BUDGET = 100 * 1024  # two blocks per multiprocessor on Hopper (228 KiB)
 LEFT_METHOD = "slots"
 #: Columns per thread of the "owned" kernel (1 or 2; see sc_sparse_apply_owned).
 OWNED_VECTOR = 2
-#: Smallest d the "slots" kernel takes (a block has d / 32 warps up to 32).
-SLOTS_MIN_D = 1024
+#: Smallest d the "slots" kernel takes: from d = 128 on it was measured faster than
+#: "owned" (small blocks of rows of Y share a multiprocessor, _slot_blocks_per_sm).
+SLOTS_MIN_D = 128
+#: Columns of Y per thread of the "slots" kernel (1 or 2; see sc_sparse_apply_slots), or
+#: None: 2 where one block then holds every row of Y (d <= 512), else 1. Measured on an
+#: H200 (nnz = 8, 1e6 x 256, ms): d = 128, 256, 512: 1.11, 1.04, 1.01 with one column and
+#: 0.83, 0.78, 0.78 with two; d = 1024, 2048: 1.00, 1.32 with one and 1.10, 1.61 with two
+#: (blocks of 512 rows read each tile of A twice as often, in chunks half as long).
+SLOT_VECTOR = None
 
 _OWN_C, _OWN_R = 32, 64    # SC_OWN_C, SC_OWN_R in sparse.cu
 _OWN_SLAB = _OWN_R << 16   # rows per launch: bounds the hash buffer (rows x nnz int32)
 _SLOT_TB = 1024            # SC_SLOT_TB in sparse.cu: rows of Y per block at most
+_SLOT_THREADS = 1024       # SC_SLOT_THREADS in sparse.cu: threads per block at most
 _SLOT_OVS = 256            # SC_SLOT_OVS in sparse.cu: staged head of an overflow list
 _SLOT_SLAB = 1 << 20       # rows of A per slab of slot tables at most (one slab at 1e6 rows)
 _SLOT_BYTES = 64 << 20     # slot tables + overflow lists of a slab at most (large d: shorter)
-_SLOT_R_MAX = 511          # slots hold byte offsets r x 128 (zero row: R) in 16 bits
 
 
-def _slot_plan(d, nnz, tbw, optin):
+def _slot_r_max(vector):
+    """Longest chunk of the "slots" kernel: slots hold the byte offsets r x 128 V of rows
+    (the zero row's: R) in 16 bits."""
+    return 0xffff // (128 * vector)
+
+
+def _slot_plan(d, nnz, tbw, optin, vector=1):
     """(R, H) of the "slots" kernel: rows of A per chunk and places per sign of a slot.
 
     Every row of Y costs one slot load per chunk and a load per filled place pair, so chunks
     should be long: about 4 entries per row of Y and chunk with H = 4 (a Poisson count of
     mean 2 per sign overflows 4 places for 5% of rows, 4% of the entries), else as long as
-    two staged tiles fit in shared memory and a row's byte offset in the tile fits a slot's
-    16 bits (R <= _SLOT_R_MAX), with H = 2 when that still leaves under 2.5 entries per
+    two staged tiles (of 32 ``vector`` columns) fit in shared memory and a row's byte offset
+    in the tile fits a slot's 16 bits (R <= _slot_r_max), with H = 2 when that still leaves under 2.5 entries per
     row. Measured on an H200 at d = 1024, nnz = 8 (1e6 x 256), with offsets in rows:
     R = 384, 512, 640, 768 with H = 4 took 1.47, 1.26, 1.24, 1.43 ms (longer chunks
     overflow more), R = 512 with H = 2 1.95 ms; with byte offsets R = 496 and 511 took 1.02
     and 1.00 ms."""
-    fit = (optin - 2 * (tbw * 16 + _SLOT_OVS * 4)) // (2 * 32 * 4) - 1   # two (R + 1) x 32 tiles
-    fit = max(16, min(fit // 16 * 16, _SLOT_R_MAX))
+    fit = (optin - 2 * (tbw * 16 + _SLOT_OVS * 4)) // (2 * 32 * vector * 4) - 1   # two tiles
+    fit = max(16, min(fit // 16 * 16, _slot_r_max(vector)))
     R = max(16, min(fit, 4 * d // nnz))
     return R, (4 if R * nnz / d > 2.5 else 2)
 
 
-def _slot_layout(m, d, nnz, optin):
-    """Geometry of the "slots" kernel for m rows of A: (tbw, ntb, R, H, ovstride, slab) =
-    rows of Y per block, blocks of rows, chunk length, places per sign, overflow list
+def _slot_layout(m, d, nnz, optin, vector=1):
+    """Geometry of the "slots" kernel with ``vector`` columns per thread for m rows of A:
+    (tbw, ntb, R, H, ovstride, slab) = rows of Y per block (32 / vector per warp, blocks of
+    vector tbw threads), blocks of rows, chunk length, places per sign, overflow list
     stride (every entry of a (chunk, block) may overflow), rows of A per slab (whole chunks,
     at most _SLOT_SLAB rows and _SLOT_BYTES of tables)."""
-    tbw = min(_SLOT_TB, -(-d // 32) * 32)
+    rows_per_warp = 32 // vector
+    tbw = min(_SLOT_THREADS // vector, -(-d // rows_per_warp) * rows_per_warp)
     ntb = -(-d // tbw)
-    R, H = _slot_plan(d, nnz, tbw, min(optin, 227 * 1024))
-    if not 1 <= R <= _SLOT_R_MAX:
-        raise ValueError(f"slots kernel: chunk length R must be in 1..{_SLOT_R_MAX}, got {R}")
+    R, H = _slot_plan(d, nnz, tbw, min(optin, 227 * 1024), vector)
+    if not 1 <= R <= _slot_r_max(vector):
+        raise ValueError(f"slots kernel: chunk length R must be in 1..{_slot_r_max(vector)} "
+                         f"for {vector} columns per thread, got {R}")
 
     def band(row):
         return ((row + 1) * nnz - 1) // d
@@ -84,35 +100,37 @@ def _apply_slots(A, m, n, lda, d, nnz, seed, stream, Y, ldy, zero_y=False):
     launched (the GPU starts on them while the host does the rest)."""
     import cupy
     sms, optin = device_properties()
-    key = (m, d, nnz, optin, _SLOT_SLAB, _SLOT_BYTES, _slot_plan)   # tests vary the last
+    V = SLOT_VECTOR or (2 if d <= _SLOT_THREADS // 2 else 1)
+    key = (m, d, nnz, optin, V, _SLOT_SLAB, _SLOT_BYTES, _slot_plan)   # tests vary the last
     layout = _layouts.get(key)
     if layout is None:
         if len(_layouts) >= 64:
             _layouts.clear()
-        layout = _layouts[key] = _slot_layout(m, d, nnz, optin)
+        layout = _layouts[key] = _slot_layout(m, d, nnz, optin, V)
     tbw, ntb, R, H, ovstride, slab = layout
     chunks_max = slab // R
     # Slot tables and overflow lists in one allocation; the last list's staged head reads
     # past its end: pad by one head.
     tables = cupy.empty(chunks_max * ntb * (tbw * H + ovstride) + _SLOT_OVS, dtype=cupy.uint32)
     SL, OV = tables[:chunks_max * ntb * tbw * H], tables[chunks_max * ntb * tbw * H:]
-    gx = -(-n // 32)
-    smem = 2 * ((R + 1) * 32 * 4 + tbw * 4 * H + _SLOT_OVS * 4)
+    gx = -(-n // (32 * V))
+    smem = _slot_smem(R, H, tbw, V)
+    per_sm = _slot_blocks_per_sm(V * tbw, smem, optin)
     scale = f64(1.0 / math.sqrt(nnz))
     for j0 in range(0, m, slab):
         rows = min(slab, m - j0)
         chunks = -(-rows // R)
         launch(f"sc_sparse_slots<{H}>", (chunks, ntb), (256,),
                (i64(j0), i64(rows), i32(R), i32(d), i32(nnz), u64(seed), u64(stream),
-                i32(tbw), i32(ntb), i32(ovstride), SL, OV))
+                i32(tbw), i32(ntb), i32(ovstride), i32(128 * V), SL, OV))
         if zero_y:
             zero(Y)
             zero_y = False
-        # One wave at one block per multiprocessor, each with the same number of (column
-        # tile, chunk) pairs (a block per tile and group of chunks left 4 of 132 idle).
+        # One wave, each block with the same number of (column tile, chunk) pairs (a block
+        # per tile and group of chunks left 4 of 132 multiprocessors idle).
         work = gx * chunks
-        per_block = -(-work // max(1, min(work, sms // ntb)))
-        launch(f"sc_sparse_apply_slots<{H}>", (-(-work // per_block), 1, ntb), (tbw,),
+        per_block = -(-work // max(1, min(work, sms * per_sm // ntb)))
+        launch(f"sc_sparse_apply_slots<{H}, {V}>", (-(-work // per_block), 1, ntb), (V * tbw,),
                (A[j0:j0 + rows], i32(rows), i64(n), i64(lda), i32(d), i32(R), SL, OV,
                 i32(ovstride), i32(tbw), i32(ntb), i32(gx), i32(chunks), i32(per_block), scale,
                 Y, i64(ldy)), shared_mem=smem)
@@ -120,6 +138,21 @@ def _apply_slots(A, m, n, lda, d, nnz, seed, stream, Y, ldy, zero_y=False):
 
 
 _layouts = {}        # (m, d, nnz, shared memory, ...) -> _slot_layout(...)
+
+
+def _slot_smem(R, H, tbw, vector):
+    """Shared memory of sc_sparse_apply_slots: two staged tiles with their zero rows, two
+    sets of slots and of overflow heads."""
+    return 2 * ((R + 1) * 32 * vector * 4 + tbw * 4 * H + _SLOT_OVS * 4)
+
+
+def _slot_blocks_per_sm(threads, smem, optin):
+    """Blocks of sc_sparse_apply_slots (``threads`` each) one multiprocessor holds: its
+    launch bounds give a thread 64 registers, so _SLOT_THREADS threads fill the register
+    file, and shared memory (``optin`` per block plus the 1 KiB each block reserves, as on
+    Ampere and Hopper). Small d thus gets several blocks per multiprocessor: one block of
+    few warps alone leaves most of its warp slots empty."""
+    return max(1, min(_SLOT_THREADS // threads, (optin + 1024) // (smem + 1024)))
 
 
 def _owned_smem(d, nnz):

@@ -212,6 +212,9 @@ template <> struct sc_fvec<1> {
         return __uint_as_float(__float_as_uint(a) ^ s);
     }
     static __device__ __forceinline__ float add(float a, float b) { return a + b; }
+    static __device__ __forceinline__ float sub(float a, float b) { return a - b; }
+    static __device__ __forceinline__ float zero() { return 0.f; }
+    static __device__ __forceinline__ float at(float a, int) { return a; }
 };
 template <> struct sc_fvec<2> {
     typedef float2 type;
@@ -222,6 +225,11 @@ template <> struct sc_fvec<2> {
     static __device__ __forceinline__ float2 add(float2 a, float2 b) {
         return make_float2(a.x + b.x, a.y + b.y);
     }
+    static __device__ __forceinline__ float2 sub(float2 a, float2 b) {
+        return make_float2(a.x - b.x, a.y - b.y);
+    }
+    static __device__ __forceinline__ float2 zero() { return make_float2(0.f, 0.f); }
+    static __device__ __forceinline__ float at(float2 a, int i) { return i ? a.y : a.x; }
 };
 
 __device__ __forceinline__ void sc_cp_async16(void* smem, const void* gmem, bool valid) {
@@ -408,6 +416,7 @@ extern "C" __global__ void sc_sparse_indices(sc_i64 j0, sc_i64 nj, int d, int nn
     }
 }
 
+
 // ---------------------------------------------------------------------------------------
 // sc_sparse_apply_slots: Y (zeroed, row-major d x n) += S @ A for row-major float32 A (m, n),
 // n % 4 == 0, 16-byte aligned rows; Y accumulated in registers.
@@ -416,19 +425,23 @@ extern "C" __global__ void sc_sparse_indices(sc_i64 j0, sc_i64 nj, int d, int nn
 // once per chunk by sc_sparse_slots and shared by all column tiles, gives each row of Y H
 // places for the chunk's rows of A that add into it and H for those that subtract (further
 // ones go to an overflow list, added with global reductions from the staged tile).
-// Thread (warp w, lane l) owns rows 32 w .. 32 w + 31 of its block of Y and column l of
-// its 32-column tile as 32 float registers; per row of Y and chunk it makes one broadcast
-// load of the slot and up to 2 H conflict-free loads of staged A values (a pair of places
-// both empty is skipped by a warp-uniform branch; a lone empty place reads a zero row): no
-// atomics, 2 H independent loads in flight. Measured on an H200 (d = 1024, nnz = 8, 1e6 x
-// 256, ratios to a device copy): with slot offsets in rows, 1.26 ms (0.39x), issue-bound at
-// 8 instructions per place; offsets in bytes, 1.09 ms; one slab of tables, a 32-bit
-// staging loop and (tile, chunk) work spread over every multiprocessor, 1.02 ms; R = 511,
-// 1.00 ms (0.48x); skipping empty pairs, 4% less kernel time at fixed clocks. Alternatives
-// measured earlier: a switch over the exact entry count (indirect branches) 1.3 ms,
-// predicating seven places with a sign bit 3x the instructions, the "owned" kernel above
-// (a load and a store per update into a shared-memory Y) 1.7 ms.
-#define SC_SLOT_TB 1024         // rows of Y per block at most: 32 warps x 32 rows
+// Thread (warp w, lane l) owns rows K w .. K w + K - 1 of its block of Y (K = 32 / V) and
+// columns V l .. V l + V - 1 of its 32 V-column tile as 32 float registers; per row of Y
+// and chunk it makes one broadcast load of the slot and up to 2 H conflict-free loads of V
+// staged A values (a pair of places both empty is skipped by a warp-uniform branch; a lone
+// empty place reads a zero row): no atomics, 2 H independent loads in flight. V = 2 shares
+// each slot load, place address and branch between two columns, for twice the staged row
+// (so R <= 255 in 16-bit byte offsets) and blocks of half the rows of Y.
+// Measured on an H200 (d = 1024, nnz = 8, 1e6 x 256, ratios to a device copy), V = 1: with
+// slot offsets in rows, 1.26 ms (0.39x), issue-bound at 8 instructions per place; offsets
+// in bytes, 1.09 ms; one slab of tables, a 32-bit staging loop and (tile, chunk) work
+// spread over every multiprocessor, 1.02 ms; R = 511, 1.00 ms (0.48x); skipping empty
+// pairs, 4% less kernel time at fixed clocks. Alternatives measured earlier: a switch over
+// the exact entry count (indirect branches) 1.3 ms, predicating seven places with a sign
+// bit 3x the instructions, the "owned" kernel above (a load and a store per update into a
+// shared-memory Y) 1.7 ms.
+#define SC_SLOT_TB 1024         // rows of Y per block at most (sc_sparse_slots' tables)
+#define SC_SLOT_THREADS 1024    // threads per block at most: 64 registers each
 #define SC_SLOT_OVS 256         // staged head of a chunk's overflow list (u32: count, entries)
 
 template <int H> struct sc_slot_word;             // the 2 H u16 places of one slot
@@ -453,14 +466,14 @@ __device__ __forceinline__ void sc_cp_async8(void* smem, const void* gmem) {
 // Slot tables of chunks 0 .. gridDim.x - 1 of rows j0 .. j0 + m - 1 of A, one block per
 // (chunk c, block tb of tbw rows of Y). Slot of row i of the block: 2 H u16, places 0 .. H-1
 // the chunk's rows r (0 .. R - 1) that add into it, H .. 2H-1 those that subtract, R where
-// empty, each as the byte offset r x 128 of that row in the staged tile (so R <= 511).
-// Further entries of (c, tb) go to OV[(c ntb + tb) ovstride]: their count, then
-// (r << 22 | minus << 21 | row of Y); ovstride >= 1 + R nb, a multiple of 4.
+// empty, each as the byte offset r x row_bytes of that row in the staged tile (so
+// R row_bytes < 2^16). Further entries of (c, tb) go to OV[(c ntb + tb) ovstride]: their
+// count, then (r << 22 | minus << 21 | row of Y); ovstride >= 1 + R nb, a multiple of 4.
 template <int H>
 __global__ void __launch_bounds__(256)
 sc_sparse_slots(sc_i64 j0, sc_i64 m, int R, int d, int nnz, sc_u64 seed, sc_u64 stream,
-                int tbw, int ntb, int ovstride, typename sc_slot_word<H>::type* SL,
-                unsigned* OV) {
+                int tbw, int ntb, int ovstride, int row_bytes,
+                typename sc_slot_word<H>::type* SL, unsigned* OV) {
     __shared__ unsigned cnt[SC_SLOT_TB];          // plus count | minus count << 16
     __shared__ unsigned short ent[SC_SLOT_TB][2 * H];
     __shared__ unsigned ocount;
@@ -514,8 +527,8 @@ sc_sparse_slots(sc_i64 j0, sc_i64 m, int R, int d, int nnz, sc_u64 seed, sc_u64 
         unsigned short out[2 * H];
 #pragma unroll
         for (int v = 0; v < H; ++v) {
-            out[v] = (unsigned short)((v < np ? ent[i][v] : R) * 128);
-            out[H + v] = (unsigned short)((v < nm ? ent[i][H + v] : R) * 128);
+            out[v] = (unsigned short)((v < np ? ent[i][v] : R) * row_bytes);
+            out[H + v] = (unsigned short)((v < nm ? ent[i][H + v] : R) * row_bytes);
         }
 #pragma unroll
         for (int v = 0; v < H; ++v) sl[i * H + v] = out[2 * v] | ((unsigned)out[2 * v + 1] << 16);
@@ -523,25 +536,26 @@ sc_sparse_slots(sc_i64 j0, sc_i64 m, int R, int d, int nnz, sc_u64 seed, sc_u64 
     if (tid == 0) ov[0] = ocount;
 }
 
-// Stage chunk c (rows c R .. c R + R - 1 of A's 32-column tile Ab, rows past m and columns
-// past ncols zero-filled), its tbw slots (SLb + c slstride) and the head of its overflow
-// list (OVb + c ovstride). Slab offsets fit in 32 bits (rows, columns, chunks; the slot
-// tables are at most _SLOT_BYTES), which keeps the loop state in few registers.
-template <int H>
+// Stage chunk c (rows c R .. c R + R - 1 of A's 32 V-column tile Ab, rows past m and
+// columns past ncols zero-filled), its tbw slots (SLb + c slstride) and the head of its
+// overflow list (OVb + c ovstride). Slab offsets fit in 32 bits (rows, columns, chunks; the
+// slot tables are at most _SLOT_BYTES), which keeps the loop state in few registers.
+template <int H, int V>
 __device__ __forceinline__ void sc_slot_stage(const float* Ab, int m, int ncols, sc_i64 lda,
                                               int R, const typename sc_slot_word<H>::type* SLb,
                                               int slstride, int tbw, const unsigned* OVb,
                                               int ovstride, int c, float* stage,
                                               typename sc_slot_word<H>::type* slots,
                                               unsigned* ovs) {
+    constexpr int Q = 8 * V;                      // 16-byte pieces per staged row
     const int tid = threadIdx.x, nt = blockDim.x;
-    // Each thread copies the same 16-byte quarter cq of every (nt / 8)-th row.
-    const int cq = tid & 7;
+    // Each thread copies the same piece cq of every (nt / Q)-th row.
+    const int cq = tid & (Q - 1);
     const bool col_ok = 4 * cq < ncols;
-    for (int rr = tid >> 3; rr < R; rr += nt >> 3) {
+    for (int rr = tid / Q; rr < R; rr += nt / Q) {
         const int r = c * R + rr;
         const bool valid = col_ok && r < m;
-        sc_cp_async16(stage + rr * 32 + 4 * cq, valid ? Ab + r * lda + 4 * cq : Ab, valid);
+        sc_cp_async16(stage + rr * 32 * V + 4 * cq, valid ? Ab + r * lda + 4 * cq : Ab, valid);
     }
     const typename sc_slot_word<H>::type* src = SLb + c * slstride;
     for (int i = tid; i < tbw; i += nt) {
@@ -554,12 +568,14 @@ __device__ __forceinline__ void sc_slot_stage(const float* Ab, int m, int ncols,
 }
 
 // The staged values at the two byte offsets of a slot word s (low and high 16 bits) from
-// this thread's column. Offsets in bytes make an address one integer add after the
+// this thread's columns. Offsets in bytes make an address one integer add after the
 // extraction (offsets in rows cost a shift, a mask and two adds per place: 8 instructions
 // per place, which left the kernel issue-bound).
-__device__ __forceinline__ float sc_slot_pair(const char* col, unsigned s) {
-    return *reinterpret_cast<const float*>(col + (s & 0xffffu))
-         + *reinterpret_cast<const float*>(col + (s >> 16));
+template <int V>
+__device__ __forceinline__ typename sc_fvec<V>::type sc_slot_pair(const char* col, unsigned s) {
+    typedef typename sc_fvec<V>::type vec;
+    return sc_fvec<V>::add(*reinterpret_cast<const vec*>(col + (s & 0xffffu)),
+                           *reinterpret_cast<const vec*>(col + (s >> 16)));
 }
 
 // A slot's sum of plus entries minus minus entries. Places fill in order, so a word (two
@@ -567,35 +583,44 @@ __device__ __forceinline__ float sc_slot_pair(const char* col, unsigned s) {
 // skipped, a branch that is uniform over the warp (all lanes read the same slot), sparing
 // the shared-memory traffic of the zero-row loads (about half of the places at 2 entries
 // per sign, on average).
-template <int H> struct sc_slot_sum;
-template <> struct sc_slot_sum<4> {
-    static __device__ __forceinline__ float get(uint4 s, const char* col, unsigned empty) {
-        float plus = sc_slot_pair(col, s.x), minus = sc_slot_pair(col, s.z);
-        if (s.y != empty) plus += sc_slot_pair(col, s.y);
-        if (s.w != empty) minus += sc_slot_pair(col, s.w);
-        return plus - minus;
+template <int H, int V> struct sc_slot_sum;
+template <int V> struct sc_slot_sum<4, V> {
+    typedef sc_fvec<V> F;
+    static __device__ __forceinline__ typename F::type get(uint4 s, const char* col,
+                                                           unsigned empty) {
+        typename F::type plus = sc_slot_pair<V>(col, s.x), minus = sc_slot_pair<V>(col, s.z);
+        if (s.y != empty) plus = F::add(plus, sc_slot_pair<V>(col, s.y));
+        if (s.w != empty) minus = F::add(minus, sc_slot_pair<V>(col, s.w));
+        return F::sub(plus, minus);
     }
 };
-template <> struct sc_slot_sum<2> {
-    static __device__ __forceinline__ float get(uint2 s, const char* col, unsigned empty) {
-        const float plus = s.x != empty ? sc_slot_pair(col, s.x) : 0.f;
-        return s.y != empty ? plus - sc_slot_pair(col, s.y) : plus;
+template <int V> struct sc_slot_sum<2, V> {
+    typedef sc_fvec<V> F;
+    static __device__ __forceinline__ typename F::type get(uint2 s, const char* col,
+                                                           unsigned empty) {
+        const typename F::type plus = s.x != empty ? sc_slot_pair<V>(col, s.x) : F::zero();
+        return s.y != empty ? F::sub(plus, sc_slot_pair<V>(col, s.y)) : plus;
     }
 };
 
 // Work is (column tile, chunk) pairs in tile-major order, handed out to the blocks in equal
-// contiguous ranges (per_block pairs each), so that every multiprocessor gets a block and
-// the same work: a range may end one tile and start the next, flushing Y in between.
-template <int H>
-__global__ void __launch_bounds__(SC_SLOT_TB, 1)
+// contiguous ranges (per_block pairs each), so that every multiprocessor gets the same
+// work: a range may end one tile and start the next, flushing Y in between.
+// blockDim.x = V tbw threads.
+template <int H, int V>
+__global__ void __launch_bounds__(SC_SLOT_THREADS, 1)
 sc_sparse_apply_slots(const float* A, int m, sc_i64 n, sc_i64 lda, int d, int R,
                       const typename sc_slot_word<H>::type* SL, const unsigned* OV,
                       int ovstride, int tbw, int ntb, int ntiles, int nchunks, int per_block,
                       double scale, float* Y, sc_i64 ldy) {
     typedef typename sc_slot_word<H>::type word;
+    typedef sc_fvec<V> F;
+    typedef typename F::type vec;
+    constexpr int K = 32 / V;                            // rows of Y per thread
+    constexpr int TILE = 32 * V;                         // columns per tile
     extern __shared__ __align__(16) unsigned char sc_smem[];
-    const int sstride = (R + 1) * 32;                    // a staged tile and its zero row
-    float* stage0 = (float*)sc_smem;                     // 2 x ((R + 1) x 32)
+    const int sstride = (R + 1) * TILE;                  // a staged tile and its zero row
+    float* stage0 = (float*)sc_smem;                     // 2 x ((R + 1) x TILE)
     word* slots0 = (word*)(stage0 + 2 * sstride);        // 2 x tbw
     unsigned* ovs0 = (unsigned*)(slots0 + 2 * tbw);      // 2 x SC_SLOT_OVS
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
@@ -607,14 +632,15 @@ sc_sparse_apply_slots(const float* A, int m, sc_i64 n, sc_i64 lda, int d, int R,
     const unsigned* OVb = OV + (sc_i64)tb * ovstride;
     const int ovs_stride = ntb * ovstride;
     const float sv = (float)scale;
-    float acc[32];
+    vec acc[K];
 #pragma unroll
-    for (int k = 0; k < 32; ++k) acc[k] = 0.f;
-    if (tid < 64) stage0[(tid >> 5) * sstride + R * 32 + (tid & 31)] = 0.f;   // zero rows
+    for (int k = 0; k < K; ++k) acc[k] = F::zero();
+    for (int e = tid; e < 2 * TILE; e += blockDim.x)     // both zero rows
+        stage0[(e / TILE) * sstride + R * TILE + e % TILE] = 0.f;
     int tile = f0 / nchunks, c = f0 - tile * nchunks;
-    int ncols = min(32, (int)(n - tile * 32));
-    sc_slot_stage<H>(A + tile * 32, m, ncols, lda, R, SLb, slstride, tbw, OVb, ovs_stride, c,
-                     stage0, slots0, ovs0);
+    int ncols = min(TILE, (int)(n - tile * TILE));
+    sc_slot_stage<H, V>(A + tile * TILE, m, ncols, lda, R, SLb, slstride, tbw, OVb, ovs_stride,
+                        c, stage0, slots0, ovs0);
     sc_cp_async_commit();
     int buf = 0;
     for (int f = f0; f < f1; ++f, buf ^= 1) {
@@ -624,43 +650,50 @@ sc_sparse_apply_slots(const float* A, int m, sc_i64 n, sc_i64 lda, int d, int R,
         __syncthreads();
         if (f + 1 < f1) {
             const int tn = last_of_tile ? tile + 1 : tile;
-            sc_slot_stage<H>(A + tn * 32, m, min(32, (int)(n - tn * 32)), lda, R, SLb,
-                             slstride, tbw, OVb, ovs_stride, last_of_tile ? 0 : c + 1,
-                             stage0 + (buf ^ 1) * sstride, slots0 + (buf ^ 1) * tbw,
-                             ovs0 + (buf ^ 1) * SC_SLOT_OVS);
+            sc_slot_stage<H, V>(A + tn * TILE, m, min(TILE, (int)(n - tn * TILE)), lda, R, SLb,
+                                slstride, tbw, OVb, ovs_stride, last_of_tile ? 0 : c + 1,
+                                stage0 + (buf ^ 1) * sstride, slots0 + (buf ^ 1) * tbw,
+                                ovs0 + (buf ^ 1) * SC_SLOT_OVS);
         }
         sc_cp_async_commit();
-        const word* sl = slots0 + buf * tbw + w * 32;
-        const float* col = stage0 + buf * sstride + lane;
+        const word* sl = slots0 + buf * tbw + w * K;
+        const float* col = stage0 + buf * sstride + V * lane;
         const char* colb = reinterpret_cast<const char*>(col);
-        const unsigned empty = (unsigned)R * 128u * 0x10001u;    // two zero-row places
+        const unsigned empty = (unsigned)(R * TILE * 4) * 0x10001u;   // two zero-row places
 #pragma unroll
-        for (int k = 0; k < 32; ++k) acc[k] += sc_slot_sum<H>::get(sl[k], colb, empty);
-        // Entries beyond the slots' places: one coalesced reduction per entry into Y, from
-        // the staged tile (the list's head is staged; a longer list reads on from L2).
-        float* Yc = Y + tile * 32 + lane;
+        for (int k = 0; k < K; ++k) acc[k] = F::add(acc[k], sc_slot_sum<H, V>::get(sl[k], colb, empty));
+        // Entries beyond the slots' places: one coalesced reduction per entry and column
+        // into Y, from the staged tile (the list's head is staged; a longer list reads on
+        // from L2).
+        float* Yc = Y + tile * TILE + V * lane;
         const unsigned* ovs = ovs0 + buf * SC_SLOT_OVS;
         const unsigned* ovg = OVb + c * ovs_stride;
         const unsigned count = ovs[0];
         for (unsigned o = w; o < count; o += blockDim.x >> 5) {
             const unsigned u = 1 + o < SC_SLOT_OVS ? ovs[1 + o] : ovg[1 + o];
-            // The entry's sign (bit 21) moved to the float's sign bit.
-            const float v = __int_as_float(__float_as_int(sv * col[(u >> 22) * 32])
-                                           ^ ((u << 10) & 0x80000000u));
-            if (lane < ncols) atomicAdd(Yc + (u & 0x1fffffu) * ldy, v);
+            // The entry's sign (bit 21) moved to the floats' sign bits.
+            const vec a = F::flip(*reinterpret_cast<const vec*>(col + (u >> 22) * TILE),
+                                  (u << 10) & 0x80000000u);
+#pragma unroll
+            for (int i = 0; i < V; ++i)
+                if (V * lane + i < ncols)
+                    atomicAdd(Yc + (u & 0x1fffffu) * ldy + i, sv * F::at(a, i));
         }
         if (f + 1 == f1 || last_of_tile) {               // the tile's last chunk here
 #pragma unroll
-            for (int k = 0; k < 32; ++k) {
-                const int row = tb * tbw + w * 32 + k;
-                if (lane < ncols && row < d) atomicAdd(Yc + row * ldy, sv * acc[k]);
-                acc[k] = 0.f;
+            for (int k = 0; k < K; ++k) {
+                const int row = tb * tbw + w * K + k;
+#pragma unroll
+                for (int i = 0; i < V; ++i)
+                    if (V * lane + i < ncols && row < d)
+                        atomicAdd(Yc + row * ldy + i, sv * F::at(acc[k], i));
+                acc[k] = F::zero();
             }
         }
         if (last_of_tile) {
             ++tile;
             c = 0;
-            ncols = min(32, (int)(n - tile * 32));
+            ncols = min(TILE, (int)(n - tile * TILE));
         } else {
             ++c;
         }

@@ -144,19 +144,25 @@ def test_sparse_apply_owned_slabs_and_vectors(monkeypatch, vector):
     assert_within(cupy.asnumpy(Y), ref, bound, f"owned, vector={vector}")
 
 
+@pytest.mark.parametrize("vector", [1, 2])
 @pytest.mark.parametrize("d,m,n,nnz,plan", [
-    (512, 5000, 96, 8, (480, 4)),    # 7.5 entries per row of Y and chunk: many overflow
-    (1024, 6000, 64, 8, (256, 2)),   # two places per sign, some overflow
-    (2500, 7000, 40, 3, None),       # three blocks of rows of Y, the last one partial
-    (64, 3001, 36, 8, None),         # two warps per block, a ragged last chunk
+    (512, 5000, 96, 8, (240, 4)),    # 3.75 (7.5) entries per row of Y and chunk: overflow
+    (1024, 6000, 64, 8, (240, 2)),   # two places per sign, some overflow
+    (2500, 7000, 40, 3, None),       # several blocks of rows of Y, the last one partial
+    (64, 3001, 36, 8, None),         # few warps per block, a ragged last chunk
+    (200, 4000, 100, 5, None),       # a ragged last column tile (100 = 3 x 32 + 4, 64 + 36)
 ])
-def test_sparse_apply_slots_slabs_and_overflow(monkeypatch, d, m, n, nnz, plan):
-    """The "slots" kernel over several slabs of slot tables, with blocks of rows of Y,
-    overflow entries (more rows of A hitting one row of Y in a chunk than its slot has
-    places) and tiny d, against the float64 product."""
+def test_sparse_apply_slots_slabs_and_overflow(monkeypatch, vector, d, m, n, nnz, plan):
+    """The "slots" kernel, one and two columns per thread, over several slabs of slot
+    tables, with blocks of rows of Y, overflow entries (more rows of A hitting one row of Y
+    in a chunk than its slot has places), ragged column tiles and tiny d, against the
+    float64 product."""
     from sketchcore._cuda import _sparse
     monkeypatch.setattr(_sparse, "_SLOT_SLAB", 2048)
     monkeypatch.setattr(_sparse, "SLOTS_MIN_D", 1)
+    monkeypatch.setattr(_sparse, "SLOT_VECTOR", vector)
+    if plan is not None and vector == 1:
+        plan = (2 * plan[0], plan[1])           # the same bytes of staged rows
     if plan is not None:
         monkeypatch.setattr(_sparse, "_slot_plan", lambda *args: plan)
     stream = make_stream("sparse_sign", 0, 0)

@@ -6,16 +6,21 @@ import pytest
 from sketchcore._cuda import _sparse
 
 
+@pytest.mark.parametrize("vector", [1, 2])
 @pytest.mark.parametrize("optin", [227 * 1024, 99 * 1024])
 @pytest.mark.parametrize("d", [64, 1000, 1024, 2048, 4096, 65536, (1 << 21) - 1])
 @pytest.mark.parametrize("nnz", [2, 8, 32])
 @pytest.mark.parametrize("m", [1, 4097, 1_000_000])
-def test_slot_layout_fits_offsets_shared_memory_and_budget(optin, d, nnz, m):
-    tbw, ntb, R, H, ovstride, slab = _sparse._slot_layout(m, d, nnz, optin)
-    assert tbw % 32 == 0 and tbw <= _sparse._SLOT_TB and ntb * tbw >= d > (ntb - 1) * tbw
-    assert 16 <= R <= _sparse._SLOT_R_MAX and R * 128 < 1 << 16     # zero row's offset too
+def test_slot_layout_fits_offsets_shared_memory_and_budget(vector, optin, d, nnz, m):
+    tbw, ntb, R, H, ovstride, slab = _sparse._slot_layout(m, d, nnz, optin, vector)
+    threads = vector * tbw                 # a warp holds 32 / vector rows of Y
+    assert threads % 32 == 0 and threads <= _sparse._SLOT_THREADS and tbw <= _sparse._SLOT_TB
+    assert ntb * tbw >= d > (ntb - 1) * tbw
+    # A row's byte offset in the staged tile, the zero row's too, fits a slot's 16 bits.
+    assert 16 <= R and R * 128 * vector < 1 << 16
     assert H in (2, 4)
-    smem = 2 * ((R + 1) * 32 * 4 + tbw * 4 * H + _sparse._SLOT_OVS * 4)
+    smem = _sparse._slot_smem(R, H, tbw, vector)
+    assert smem == 2 * ((R + 1) * 32 * vector * 4 + tbw * 4 * H + _sparse._SLOT_OVS * 4)
     assert smem <= optin
     bands = max(((min(d, t0 + tbw)) * nnz - 1) // d - ((t0 + 1) * nnz - 1) // d + 1
                 for t0 in range(0, d, tbw))
@@ -24,11 +29,31 @@ def test_slot_layout_fits_offsets_shared_memory_and_budget(optin, d, nnz, m):
     chunks = slab // R
     assert chunks == 1 or 4 * chunks * ntb * (tbw * H + ovstride) <= _sparse._SLOT_BYTES
     assert slab <= max(R, _sparse._SLOT_SLAB)
+    # Blocks per multiprocessor: within the register file (64 registers a thread, 1024
+    # threads) and shared memory (each block reserving 1 KiB more).
+    blocks = _sparse._slot_blocks_per_sm(threads, smem, optin)
+    assert blocks >= 1 and blocks * threads <= _sparse._SLOT_THREADS
+    assert blocks == 1 or blocks * (smem + 1024) <= optin + 1024
 
 
 def test_dense_chunks_take_four_places_per_sign():
     """About 4 entries per row of Y and chunk (d = 1024, nnz = 8): H = 4, R just under the
-    16-bit offset limit; sparse chunks (d = 4096): H = 2."""
-    _, _, R, H, _, slab = _sparse._slot_layout(1_000_000, 1024, 8, 227 * 1024)
-    assert (R, H) == (511, 4) and slab >= 1_000_000        # one slab of tables
+    16-bit offset limit; sparse chunks (d = 4096): H = 2. Two columns per thread: rows of
+    twice the bytes, chunks half as long, blocks of half the rows of Y."""
+    tbw, _, R, H, _, slab = _sparse._slot_layout(1_000_000, 1024, 8, 227 * 1024)
+    assert (tbw, R, H) == (1024, 511, 4) and slab >= 1_000_000        # one slab of tables
     assert _sparse._slot_layout(1_000_000, 4096, 8, 227 * 1024)[3] == 2
+    tbw, ntb, R, H, _, _ = _sparse._slot_layout(1_000_000, 1024, 8, 227 * 1024, 2)
+    assert (tbw, ntb, R, H) == (512, 2, 255, 2)
+
+
+def test_small_d_shares_a_multiprocessor():
+    """A block holds tbw = d rows of Y (d / 32 warps): for d below 1024 several blocks
+    share a multiprocessor, as many as registers and shared memory allow."""
+    def blocks(d, vector=1):
+        tbw, _, R, H, _, _ = _sparse._slot_layout(1_000_000, d, 8, 227 * 1024, vector)
+        smem = _sparse._slot_smem(R, H, tbw, vector)
+        return _sparse._slot_blocks_per_sm(vector * tbw, smem, 227 * 1024)
+    assert [blocks(d) for d in (128, 256, 512, 1024, 4096)] == [8, 4, 2, 1, 1]
+    assert [blocks(d, 2) for d in (128, 256, 512, 1024)] == [4, 2, 1, 1]
+    assert _sparse._slot_blocks_per_sm(128, 100 * 1024, 227 * 1024) == 2   # shared memory
