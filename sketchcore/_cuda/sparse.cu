@@ -439,7 +439,10 @@ extern "C" __global__ void sc_sparse_indices(sc_i64 j0, sc_i64 nj, int d, int nn
 // pairs, 4% less kernel time at fixed clocks. Alternatives measured earlier: a switch over
 // the exact entry count (indirect branches) 1.3 ms, predicating seven places with a sign
 // bit 3x the instructions, the "owned" kernel above (a load and a store per update into a
-// shared-memory Y) 1.7 ms.
+// shared-memory Y) 1.7 ms; staged tiles at 64 KiB boundaries, so that a place's address is
+// one logic instruction (col | offset) instead of two, no faster at d = 1024 (0.97 ms
+// either way) and slower at d = 512 (0.83 against 0.76 ms): shared-memory bandwidth, not
+// issue, bounds the inner loop there.
 #define SC_SLOT_TB 1024         // rows of Y per block at most (sc_sparse_slots' tables)
 #define SC_SLOT_THREADS 1024    // threads per block at most: 64 registers each
 #define SC_SLOT_OVS 256         // staged head of a chunk's overflow list (u32: count, entries)
