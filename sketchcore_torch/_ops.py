@@ -137,6 +137,9 @@ def _cuda_view(t):
 # recorded forward (its launches may address the forward's temporaries, which a replayed
 # forward keeps in its workspace), so a training forward keeps recording until a backward
 # of its configuration has been. SKETCHCORE_TRACE=0 turns replays off.
+# A training forward leaves saved["trace"] = (forward key, its block (None when it was
+# recorded), its workspace's address, its recorded temporaries (None when it replayed), the
+# backward's workspace address in the block, that workspace's bytes).
 _TRACE = os.environ.get("SKETCHCORE_TRACE", "1") != "0"
 _fwd_traces = {}     # forward key -> Trace, or None where recording failed
 _bwd_traces = {}     # (forward key, flags, dtypes) -> Trace or None
@@ -241,13 +244,20 @@ def _cuda_forward(x, S1s, S2s, U1s, U2s, bias, saved=None):
     return y, hidden
 
 
-def _grad_block(S1s, S2s, has_bias, need_weights):
-    """(grad_S1s, grad_S2s, grad_bias), those asked for, in one allocation (None for the
-    others): grad_S2s first, grad_bias right after it (the 16-bit kernels fill both with
-    one product), grad_S1s from the next aligned offset. Views by ``as_strided``, the
-    cheapest on the host (slicing and ``view`` cost 3 us each)."""
+def _grad_block(S1s, S2s, has_bias, need_weights, shared=True):
+    """(grad_S1s, grad_S2s, grad_bias), those asked for (None for the others).
+
+    ``shared``: in one allocation, grad_S2s first, grad_bias right after it (the 16-bit
+    kernels fill both with one product), grad_S1s from the next aligned offset; views by
+    ``as_strided``, the cheapest on the host (slicing and ``view`` cost 3 us each). For the
+    eager autograd.Function only: a custom op's results must not alias each other (torch
+    checks it under torch.compile and opcheck), so the op gets three allocations."""
     L, n_in, k = S1s.shape
     o = S2s.shape[2]
+    if not shared:
+        return (S1s.new_empty(S1s.shape) if need_weights else None,
+                S1s.new_empty(S2s.shape) if need_weights else None,
+                S1s.new_empty((o,)) if has_bias else None)
     n2 = L * k * o if need_weights else 0
     nb = o if has_bias else 0
     item = S1s.dtype.itemsize
@@ -272,7 +282,7 @@ def _cuda_backward(grad_y, x, hidden, S1s, S2s, U1s, U2s, has_bias, need_x, need
     grad_y = grad_y.contiguous()       # e.g. the expanded gradient of a sum
     # Gradients in torch's allocator (see _cuda_forward); the parameters' in the factors'
     # dtype, as the kernels return them.
-    gS1, gS2, gb = _grad_block(S1s, S2s, has_bias, need_weights)
+    gS1, gS2, gb = _grad_block(S1s, S2s, has_bias, need_weights, shared=saved is not None)
     grads = (x.new_empty(x.shape) if need_x else None, gS1, gS2, gb)
     tensors = (grad_y, x, hidden, S1s, S2s, U1s, U2s) + grads
     fwd = None if saved is None else saved.get("trace")

@@ -83,9 +83,9 @@ def test_unwanted_gradients_are_empty_and_skipped():
 @pytest.mark.parametrize("has_bias,need_weights",
                          [(True, True), (False, True), (True, False), (False, False)])
 def test_gradient_block_layout(dtype, L, m, k, o, has_bias, need_weights):
-    """The CUDA backward's parameter gradients share one allocation: grad_S2s at its start,
-    grad_bias right after it (one 16-bit product fills both), grad_S1s from an aligned
-    offset; contiguous, the parameters' shapes, no overlap."""
+    """The eager CUDA backward's parameter gradients share one allocation: grad_S2s at its
+    start, grad_bias right after it (one 16-bit product fills both), grad_S1s from an
+    aligned offset; contiguous, the parameters' shapes, no overlap. The op's do not share."""
     S1s, S2s = torch.empty(L, m, k, dtype=dtype), torch.empty(L, k, o, dtype=dtype)
     g1, g2, gb = _ops._grad_block(S1s, S2s, has_bias, need_weights)
     assert (g1 is None) == (g2 is None) == (not need_weights)
@@ -106,6 +106,12 @@ def test_gradient_block_layout(dtype, L, m, k, o, has_bias, need_weights):
         t.fill_(value)
     for value, t in enumerate(parts, 1):
         assert bool((t == value).all())
+    # For the custom op: the same tensors, none sharing memory with another.
+    apart = _ops._grad_block(S1s, S2s, has_bias, need_weights, shared=False)
+    assert [None if t is None else (t.shape, t.dtype) for t in apart] == \
+        [None if t is None else (t.shape, t.dtype) for t in (g1, g2, gb)]
+    storages = [t.untyped_storage().data_ptr() for t in apart if t is not None]
+    assert len(set(storages)) == len(storages)
 
 
 def test_input_without_grad_gets_none():
