@@ -60,8 +60,8 @@ def _slot_plan(d, nnz, tbw, optin, vector=1):
     should be long: about 4 entries per row of Y and chunk with H = 4 (a Poisson count of
     mean 2 per sign overflows 4 places for 5% of rows, 4% of the entries), else as long as
     two staged tiles (of 32 ``vector`` columns) fit in shared memory and a row's byte offset
-    in the tile fits a slot's 16 bits (R <= _slot_r_max), with H = 2 when that still leaves under 2.5 entries per
-    row. Measured on an H200 at d = 1024, nnz = 8 (1e6 x 256), with offsets in rows:
+    in the tile fits a slot's 16 bits (R <= _slot_r_max), with H = 2 when that still leaves
+    under 2.5 entries per row. Measured on an H200 at d = 1024, nnz = 8 (1e6 x 256), with offsets in rows:
     R = 384, 512, 640, 768 with H = 4 took 1.47, 1.26, 1.24, 1.43 ms (longer chunks
     overflow more), R = 512 with H = 2 1.95 ms; with byte offsets R = 496 and 511 took 1.02
     and 1.00 ms."""

@@ -666,7 +666,8 @@ sc_sparse_apply_slots(const float* A, int m, sc_i64 n, sc_i64 lda, int d, int R,
         const char* colb = reinterpret_cast<const char*>(col);
         const unsigned empty = (unsigned)(R * TILE * 4) * 0x10001u;   // two zero-row places
 #pragma unroll
-        for (int k = 0; k < K; ++k) acc[k] = F::add(acc[k], sc_slot_sum<H, V>::get(sl[k], colb, empty));
+        for (int k = 0; k < K; ++k)
+            acc[k] = F::add(acc[k], sc_slot_sum<H, V>::get(sl[k], colb, empty));
         // Entries beyond the slots' places: one coalesced reduction per entry and column
         // into Y, from the staged tile (the list's head is staged; a longer list reads on
         // from L2).
