@@ -86,28 +86,17 @@ class GpuBench:
 
 
 def torch_time(fn, repeats=20, warmup=3):
-    """Median seconds of ``fn()`` with torch CUDA events on torch's current stream."""
-    import torch
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start = torch.cuda.Event(enable_timing=True)
-        stop = torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        stop.record()
-        stop.synchronize()
-        times.append(start.elapsed_time(stop) / 1e3)
-    return statistics.median(times)
+    """Median seconds of ``fn()`` with torch CUDA events on torch's current stream, each
+    call starting from an idle GPU."""
+    return torch_time_steps(fn, steps=1, repeats=repeats, warmup=warmup)
 
 
 def torch_time_steps(fn, steps=20, repeats=10, warmup=3):
     """Median seconds per call of ``fn`` called ``steps`` times back to back, as in a
     training loop: the host queues each call while the GPU still runs the one before, so
-    host time hides behind GPU time where it is shorter (``torch_time`` starts every call
-    from an idle GPU instead). CUDA events around each run of ``steps`` calls."""
+    host time hides behind GPU time where it is shorter (``steps=1``: every call starts
+    from an idle GPU, ``torch_time``). CUDA events around each run of ``steps`` calls, on
+    torch's current stream."""
     import torch
     for _ in range(warmup):
         fn()
