@@ -29,7 +29,7 @@ __all__ = ["DTYPE_NAMES", "OPTIONS", "program_source", "headers", "name_expressi
 DTYPE_NAMES = {"float32": "float", "float64": "double", "float16": "sc_half",
                "bfloat16": "sc_bf16"}
 
-_SOURCES = ("random.cu", "gemm.cu", "sparse.cu", "fwht.cu", "linear.cu")
+_SOURCES = ("random.cu", "gemm.cu", "sparse.cu", "fwht.cu", "linear.cu", "lsqr.cu")
 _HEADERS = ("common.cuh",)
 
 # --fmad=false: the Gaussian generator must match the CPU's float32 operation sequence
@@ -41,6 +41,7 @@ GEMM_TILES = ((64, 64), (128, 32), (256, 16))
 OWNED_VECTORS = (1, 2)   # columns per thread of sc_sparse_apply_owned
 SLOT_PLACES = (2, 4)     # places per sign in a slot of sc_sparse_apply_slots
 SLOT_VECTORS = (1, 2)    # columns per thread of sc_sparse_apply_slots
+NORMAL_PASS_COLUMNS = (1, 2, 4, 8, 16, 32)   # columns per lane of sc_normal_pass (n <= 32 NC)
 
 _lock = threading.Lock()
 _modules = {}        # device id -> (Module, {name expression: Function})
@@ -69,6 +70,9 @@ def name_expressions():
                   f"sc_sparse_apply_red<{t}>",
                   f"sc_sparse_dense<{t}>", f"sc_fwht_pass<{t}>", f"sc_dense_block<{t}>"]
     exprs += [f"sc_sparse_apply_owned<{v}>" for v in OWNED_VECTORS]
+    for t in ("float", "double"):
+        exprs += [f"sc_lsqr_u<{t}>", f"sc_lsqr_p<{t}>", f"sc_lsqr_vectors<{t}>"]
+        exprs += [f"sc_normal_pass<{t}, {nc}>" for nc in NORMAL_PASS_COLUMNS]
     for h in SLOT_PLACES:
         exprs += [f"sc_sparse_slots<{h}>"]
         exprs += [f"sc_sparse_apply_slots<{h}, {v}>" for v in SLOT_VECTORS]

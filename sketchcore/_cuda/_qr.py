@@ -8,6 +8,9 @@ and the results are copied where the caller keeps them.
 """
 import numpy as np
 
+from sketchcore._cuda._common import ctype_of, i32, i64, zero
+from sketchcore._cuda._loader import NORMAL_PASS_COLUMNS, grid_size, launch
+
 __all__ = ["geqp3_inplace", "potrf_upper", "normal_matvec", "gather_columns_f"]
 
 
@@ -37,8 +40,25 @@ def potrf_upper(G):
 
 
 def normal_matvec(A, P, Q, W):
-    """``Q = A @ P`` and ``W = A^T @ Q`` for CuPy arrays (two cuBLAS products)."""
+    """``Q = A @ P`` and ``W = A^T @ Q`` for CuPy arrays.
+
+    A (m, n), P (n, k), Q (m, k), W (n, k). One pass over a C-contiguous float32/float64
+    ``A`` for a single column (k = 1) and n <= 1024 (``sc_normal_pass`` in lsqr.cu: LSQR's
+    pass, memory-bound, so reading A once halves it); two cuBLAS products otherwise."""
     import cupy
+    m, n = A.shape
+    k = P.shape[1] if P.ndim == 2 else 1
+    nc = -(-n // 32)
+    cols = next((c for c in NORMAL_PASS_COLUMNS if c >= nc), None)
+    if (k == 1 and cols is not None and A.dtype in (np.float32, np.float64) and m
+            and A.flags.c_contiguous and all(t.dtype == A.dtype and t.flags.c_contiguous
+                                             for t in (P, Q, W))):
+        zero(W)
+        ct = ctype_of(A)
+        smem = 8 * 32 * cols * (8 if ct == "double" else 4)
+        launch(f"sc_normal_pass<{ct}, {cols}>", (grid_size(m * 32, 256, 2),), (256,),
+               (A, i64(m), i32(n), i64(n), P, Q, W), shared_mem=smem)
+        return
     cupy.matmul(A, P, out=Q)
     cupy.matmul(A.T, Q, out=W)
 

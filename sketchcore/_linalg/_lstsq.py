@@ -188,7 +188,7 @@ def lstsq(A, b, tol=1e-10, seed=None, *, sketch="sparse_sign", sketch_size=None,
     ops = _Normal(A, Jr, n)
     # With the fused kernel every pass over A is an OpenMP loop: keep OpenBLAS on one thread
     # for the whole solve so that its busy-waiting workers never compete with it.
-    with (blas_single_thread() if ops.fused else contextlib.nullcontext()):
+    with (blas_single_thread() if ops.fused and ops.cpu else contextlib.nullcontext()):
         z, stats = _lsqr_preconditioned(ops, B2, R, z0, tol_used, max_iter, d, eps,
                                         1.0 / smin, Rinv)
     x = xp.zeros((n, kcols), dtype=dtype)
@@ -224,7 +224,7 @@ def _device_cholesky_r(SA, power_steps=30):
     """``(R, inv(R), smax, smin)`` for a CuPy sketch by Cholesky QR on the GPU
     (``SA^T SA = R^T R``), or None when that is not accurate enough
     (``CHOLESKY_SKETCH_BUDGET``) or R is singular: the caller then pivots on the host.
-    ``smax``, ``smin``: estimates of R's extreme singular values by ``power_steps``
+    ``smax``, ``smin``: estimates of R's extreme singular values by at least ``power_steps``
     power-iteration steps on ``R^T R`` and its inverse (one synchronisation), from inside
     like ``extreme_singular_values_upper``.
 
@@ -243,15 +243,18 @@ def _device_cholesky_r(SA, power_steps=30):
         return None
     R = cupy.ascontiguousarray(L.T)
     Rinv = solve_triangular(R, cupy.eye(n, dtype=R.dtype), lower=False)
-    v = cupy.ones(n, dtype=R.dtype) / np.sqrt(n)
-    w = v.copy()
-    for _ in range(power_steps):
-        v = R.T @ (R @ v)
-        v /= cupy.linalg.norm(v)
-        w = Rinv @ (Rinv.T @ w)
-        w /= cupy.linalg.norm(w)
-    smax = float(cupy.linalg.norm(R @ v))
-    sinv = float(cupy.linalg.norm(Rinv.T @ w))
+    # Both power iterations at once, by repeated squaring of (R^T R, R^-1 R^-T) in float64,
+    # each scaled to unit Frobenius norm: 2^s steps in s batched products. Small launches,
+    # not flops, are the cost here (a step at a time was about 360 launches, 2-3 ms).
+    R64, Rinv64 = R.astype(np.float64), Rinv.astype(np.float64)
+    C = cupy.stack([R64.T @ R64, Rinv64 @ Rinv64.T])
+    for _ in range(max(1, math.ceil(math.log2(power_steps)))):
+        C /= cupy.sqrt((C * C).sum(axis=(1, 2), keepdims=True))
+        C = C @ C
+    vw = C.sum(axis=2, keepdims=True)                    # C @ ones
+    vw /= cupy.sqrt((vw * vw).sum(axis=1, keepdims=True))
+    ends = cupy.stack([R64 @ vw[0], Rinv64.T @ vw[1]])
+    smax, sinv = (float(x) for x in cupy.sqrt((ends * ends).sum(axis=(1, 2))).get())
     if not (np.isfinite(smax) and np.isfinite(sinv) and smax > 0 and sinv > 0):
         return None
     smin = 1.0 / sinv
@@ -283,29 +286,39 @@ class _Normal:
         self.A, self.n = A, n
         self.xp = xp_of(A)
         self.J = self.xp.asarray(J)
-        self.fused = isinstance(A, np.ndarray) and A.flags.c_contiguous
+        # Every column in order (full rank, no pivoting): no scatter and gather, which on a
+        # GPU are three launches per pass.
+        self.whole = len(J) == n and bool(np.array_equal(np.asarray(J), np.arange(n)))
+        # Both products in one pass over a C-contiguous A: the Cython kernel on the CPU,
+        # sc_normal_pass on the GPU (which falls back to two products where it does not apply).
+        self.fused = A.flags.c_contiguous
+        self.cpu = isinstance(A, np.ndarray)
 
     def scatter(self, Y):
+        if self.whole:
+            return self.xp.ascontiguousarray(Y, dtype=self.A.dtype)
         P = self.xp.zeros((self.n, Y.shape[1]), dtype=self.A.dtype)
         P[self.J, :] = Y
         return P
+
+    def gather(self, W):
+        return W if self.whole else W[self.J, :]
 
     def both(self, Y):
         """(A P, (A^T A P)[J]) for P = scatter(Y)."""
         P = self.scatter(Y)
         if self.fused:
-            Q = np.empty((self.A.shape[0], P.shape[1]), dtype=self.A.dtype)
-            W = np.empty_like(P)
-            from sketchcore import _cpu
-            with blas_single_thread():
-                _cpu.normal_matvec(self.A, P, Q, W)
+            Q = self.xp.empty((self.A.shape[0], P.shape[1]), dtype=self.A.dtype)
+            W = self.xp.empty_like(P)
+            with blas_single_thread() if self.cpu else contextlib.nullcontext():
+                get_backend(self.A).normal_matvec(self.A, P, Q, W)
         else:
             Q = self.A @ P
             W = self.A.T @ Q
-        return Q, W[self.J, :]
+        return Q, self.gather(W)
 
     def rmatvec(self, U):
-        return (self.A.T @ U)[self.J, :]
+        return self.gather(self.A.T @ U)
 
 
 def _lsqr_preconditioned(ops, Bm, R, z0, tol, max_iter, d, eps, rinv_norm, Rinv=None):
@@ -358,11 +371,28 @@ def _lsqr_preconditioned(ops, Bm, R, z0, tol, max_iter, d, eps, rinv_norm, Rinv=
     rhobar = alpha.copy()
     done = (beta == 0) | (alpha == 0)
     snorm_lo = 1.0 / (1.0 + math.sqrt(r / d)) ** 2 / 2.0  # s_min(M)^2 lower bound
-    znorm = colnorm(z)
     rnorm = phibar.copy()
     arnorm = alpha * beta
     err = xp.where(done, 0.0, np.inf)
     conv = done.copy()
+    if xp is not np:
+        # The same recurrence with its vector updates fused and its scalars on the device
+        # (sketchcore/_cuda/lsqr.cu): as CuPy operations it was host-bound.
+        from sketchcore._cuda._lsqr import lsqr_iterations
+        Rinv64 = None if Rinv is None else Rinv.astype(np.float64)
+
+        def products(Vt):
+            Q, G = ops.both(apply_Rinv(Vt))
+            return xp.ascontiguousarray(Q), xp.ascontiguousarray(apply_RinvT(G))
+
+        def solve(Z):
+            return solve_triangular(R, Z) if Rinv64 is None else Rinv64 @ Z
+
+        scalars = dict(alpha=alpha, rhobar=rhobar, phibar=phibar, rnorm=rnorm, arnorm=arnorm,
+                       err=err, conv=conv, bnorm=bnorm)
+        return lsqr_iterations(products, solve, dtype, U, V, W, z, scalars, tol, max_iter,
+                               rinv_norm / snorm_lo, eps)
+    znorm = colnorm(z)
     it = 0
     while it < max_iter and not bool(conv.all()):
         it += 1

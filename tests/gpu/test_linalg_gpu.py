@@ -160,3 +160,80 @@ def test_lstsq_on_cupy_matrix_rhs(dtype):
     for sol, inf in ((cupy.asnumpy(X), info), (Xc, info_c)):
         assert np.all(inf.converged)
         assert np.linalg.norm(sol - X_ref) <= inf.tol * np.linalg.norm(X_ref)
+
+
+def _lsqr_both_backends(A, B, tol, max_iter=200):
+    """LSQR (``_lsqr_preconditioned``) on NumPy and on CuPy copies of the same problem and
+    the same preconditioner R (a Gaussian sketch's R): the host recurrence is the reference
+    of the device kernels (sketchcore/_cuda/lsqr.cu)."""
+    from sketchcore._linalg import _lstsq
+    m, n = A.shape
+    d = 4 * n
+    S = np.random.default_rng(9).standard_normal((d, m))
+    R = np.linalg.qr(S @ A.astype(np.float64), mode="r").astype(A.dtype)
+    eps = float(np.finfo(A.dtype).eps)
+    rinv_norm = 1.0 / np.linalg.svd(R.astype(np.float64), compute_uv=False)[-1]
+    z0 = np.zeros((n, B.shape[1]), dtype=A.dtype)
+    out = []
+    for xp in (np, cupy):
+        ops = _lstsq._Normal(xp.asarray(A), np.arange(n), n)
+        z, stats = _lstsq._lsqr_preconditioned(ops, xp.asarray(B), xp.asarray(R),
+                                               xp.asarray(z0), tol, max_iter, d, eps,
+                                               rinv_norm)
+        out.append((cupy.asnumpy(z) if xp is cupy else z, stats))
+    return out
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-10), (np.float32, 1e-4)])
+@pytest.mark.parametrize("k", [1, 3])
+def test_lsqr_device_iterations_match_host(dtype, tol, k):
+    rng = np.random.default_rng(k)
+    m, n = 4000, 60
+    A = (rng.standard_normal((m, n)) * np.logspace(0, 3, n)).astype(dtype)
+    B = rng.standard_normal((m, k)).astype(dtype)
+    (z_h, (it_h, conv_h, err_h, rn_h, ar_h)), (z_d, (it_d, conv_d, err_d, rn_d, ar_d)) = \
+        _lsqr_both_backends(A, B, tol)
+    assert abs(it_d - it_h) <= 1 and it_h > 3
+    assert np.all(conv_h) and np.all(conv_d)
+    # Same iterates up to rounding: both stop within their bound of the same solution.
+    scale = np.linalg.norm(z_h, axis=0)
+    assert np.all(np.linalg.norm(z_d - z_h, axis=0) <= 20 * tol * scale)
+    np.testing.assert_allclose(rn_d, rn_h, rtol=1e-3)
+    assert np.all(err_d <= tol) and np.all(err_h <= tol)
+
+
+def test_lsqr_device_freezes_converged_columns():
+    """A column along a singular direction of M = A R^-1 converges in the first iterations
+    (its Krylov space is one-dimensional); the other keeps iterating while it stays frozen."""
+    rng = np.random.default_rng(4)
+    m, n = 3000, 30
+    A = rng.standard_normal((m, n)) * np.logspace(0, 2, n)
+    R = np.linalg.qr(np.random.default_rng(9).standard_normal((4 * n, m)) @ A, mode="r")
+    Um, sm, Vmt = np.linalg.svd(A @ np.linalg.inv(R), full_matrices=False)
+    B = np.stack([Um[:, 0], rng.standard_normal(m)], axis=1)
+    (z_h, (it_h, conv_h, _, rn_h, _)), (z_d, (it_d, conv_d, _, rn_d, _)) = \
+        _lsqr_both_backends(A, B, 1e-12)
+    assert np.all(conv_d) and abs(it_d - it_h) <= 1 and it_d > 10
+    np.testing.assert_allclose(z_d[:, 0], Vmt[0] / sm[0], rtol=1e-10, atol=1e-13)
+    assert rn_d[0] <= 1e-12 and rn_d[1] > 1e-3
+    np.testing.assert_allclose(z_d, z_h, rtol=1e-9, atol=1e-12 * np.abs(z_h).max())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (2000, 31, 1), (777, 33, 1), (5000, 500, 1),
+                                   (300, 1024, 1), (300, 1025, 1), (400, 20, 2)])
+def test_normal_matvec_matches_numpy(dtype, m, n, k):
+    """One pass (sc_normal_pass: k = 1, n <= 1024) or two products: Q = A P, W = A^T Q."""
+    from sketchcore import _cuda
+    rng = np.random.default_rng(m + n)
+    A = rng.standard_normal((m, n)).astype(dtype)
+    P = rng.standard_normal((n, k)).astype(dtype)
+    Q, W = cupy.full((m, k), np.nan, dtype=dtype), cupy.full((n, k), np.nan, dtype=dtype)
+    _cuda.normal_matvec(cupy.asarray(A), cupy.asarray(P), Q, W)
+    Q_ref = A.astype(np.float64) @ P
+    W_ref = A.T.astype(np.float64) @ Q_ref
+    eps = np.finfo(dtype).eps
+    # Elementwise rounding bounds (n-term dot products; then m-term sums of rounded q).
+    assert np.all(np.abs(cupy.asnumpy(Q) - Q_ref) <= 4 * n * eps * (np.abs(A) @ np.abs(P)))
+    bound = 4 * (m + n) * eps * (np.abs(A.T) @ (np.abs(A) @ np.abs(P)))
+    assert np.all(np.abs(cupy.asnumpy(W) - W_ref) <= bound)
