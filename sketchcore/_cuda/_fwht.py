@@ -2,11 +2,15 @@
 import numpy as np
 
 from sketchcore._cuda._loader import launch
-from sketchcore._cuda._common import ctype_of, i32, i64
+from sketchcore._cuda._common import NULL, ctype_of, i32, i64
 
 __all__ = ["fwht_rows", "srht_left", "srht_right"]
 
-_SMEM = 32 * 1024
+#: Stages of one pass of sc_fwht_tile at most (tiles of 2^10 rows x 64 bytes: 64 KiB of
+#: shared memory) and at least (its second phase needs 2^(L // 2) row groups that fill
+#: whole warps: L >= 4 for float64). Below that, one sc_fwht_pass does every stage.
+TILE_MAX_STAGES = 10
+TILE_MIN_STAGES = 4
 
 
 def fwht_rows(X):
@@ -38,22 +42,47 @@ def fwht_rows(X):
         raise ValueError(f"fwht_rows: number of rows must be a power of two, got {p}")
     if p == 1 or n == 0:
         return X
-    size = np.dtype(X.dtype).itemsize
-    lmax = int(np.log2(_SMEM // (32 * size)))          # 8 for float32, 7 for float64
-    stages = p.bit_length() - 1
-    h = 1
-    while stages > 0:
-        L = min(lmax, stages)
-        groups = p >> L
-        launch(f"sc_fwht_pass<{ct}>", (-(-n // 32), min(groups, 65535)), (256,),
-               (X, i64(p), i64(n), i64(n), i64(h), i32(L)), shared_mem=(1 << L) * 32 * size)
-        h <<= L
-        stages -= L
+    _fwht_passes(X, ct)
     return X
 
 
-def _padded_signed(A, m, seed, stream):
-    """(p, n) array: rows 0..m-1 = D A (signs of words 0..m-1 of ``stream``), rest zero."""
+def _fwht_passes(X, ct, src=None, signs=None):
+    """The passes of ``fwht_rows``; ``src``, ``signs``: the first pass reads ``src`` (m, n),
+    m <= p, times ``signs`` (m,) per row, with zero rows past m, instead of X."""
+    p, n = X.shape
+    size = np.dtype(X.dtype).itemsize
+    stages = p.bit_length() - 1
+    if src is not None and stages < TILE_MIN_STAGES:    # tiny: sign and pad separately
+        X[:src.shape[0]] = src * signs[:, None]
+        X[src.shape[0]:] = 0
+        src = None
+    if stages < TILE_MIN_STAGES:
+        if stages:
+            launch(f"sc_fwht_pass<{ct}>", (-(-n // 32), 1), (256,),
+                   (X, i64(p), i64(n), i64(n), i64(1), i32(stages)),
+                   shared_mem=p * 32 * size)
+        return
+    # As few passes over X as tiles of 2^TILE_MAX_STAGES rows allow, the stages split
+    # evenly between them (each pass reads and writes all of X).
+    passes = -(-stages // TILE_MAX_STAGES)
+    tc = 64 // size                                     # columns per tile (sc_fwht_tile)
+    h = 1
+    for i in range(passes):
+        L = stages // passes + (i < stages % passes)
+        a2 = L // 2
+        first = i == 0 and src is not None
+        launch(f"sc_fwht_tile<{ct}, {L - a2}, {a2}>", (-(-n // tc), min(p >> L, 65535)),
+               ((1 << a2) * tc,),
+               (X, i64(p), i64(n), i64(n), i64(h), src if first else X, i64(n),
+                i64(src.shape[0] if first else p), signs if first else NULL),
+               shared_mem=(1 << L) * 64)
+        h <<= L
+
+
+def _transformed_padded_signed(A, m, seed, stream):
+    """H_p D P A as a (p, n) array (p = m rounded up to a power of two): rows of A times the
+    signs of words 0..m-1 of ``stream``, zero rows to p, transformed; the signs and the
+    padding are applied as the first pass reads A."""
     import cupy
     from sketchcore._cuda._random import fill_sign
     p = 1
@@ -62,8 +91,7 @@ def _padded_signed(A, m, seed, stream):
     signs = cupy.empty(m, dtype=A.dtype)
     fill_sign(seed, stream, 0, signs, 1.0)
     X = cupy.empty((p, A.shape[1]), dtype=A.dtype)
-    cupy.multiply(A, signs[:, None], out=X[:m])
-    X[m:] = 0
+    _fwht_passes(X, ctype_of(X), src=A, signs=signs)
     return X, p
 
 
@@ -79,8 +107,8 @@ def srht_left(A, rows, seed, stream):
     """``S @ A`` for the SRHT S (d, m), A cupy.ndarray (m, n); ``rows`` (d,) selected
     Hadamard rows in [0, p), ``stream`` the sign stream; returns (d, n).
 
-    D P A (one elementwise pass), FWHT in place, then the selected rows scaled by
-    dtype(1/sqrt(d)) after the transform, as on the CPU."""
+    D P A (applied by the transform's first pass as it reads A), the FWHT, then the
+    selected rows scaled by dtype(1/sqrt(d)) after the transform, as on the CPU."""
     import cupy
     if not isinstance(A, cupy.ndarray) or A.ndim != 2:
         raise TypeError("srht_left needs a 2-D CuPy array")
@@ -88,9 +116,8 @@ def srht_left(A, rows, seed, stream):
     d = int(cupy.asarray(rows).size)
     if m == 0 or n == 0 or d == 0:
         return cupy.zeros((d, n), dtype=A.dtype)
-    X, p = _padded_signed(cupy.ascontiguousarray(A), m, seed, stream)
+    X, p = _transformed_padded_signed(cupy.ascontiguousarray(A), m, seed, stream)
     rows = _check_rows(rows, p, m)
-    fwht_rows(X)
     Y = X[rows]
     Y *= A.dtype.type(1.0 / np.sqrt(d))
     return Y

@@ -41,6 +41,7 @@ GEMM_TILES = ((64, 64), (128, 32), (256, 16))
 OWNED_VECTORS = (1, 2)   # columns per thread of sc_sparse_apply_owned
 SLOT_PLACES = (2, 4)     # places per sign in a slot of sc_sparse_apply_slots
 SLOT_VECTORS = (1, 2)    # columns per thread of sc_sparse_apply_slots
+FWHT_TILE_STAGES = range(4, 11)   # stages per pass of sc_fwht_tile (_fwht.TILE_*_STAGES)
 NORMAL_PASS_COLUMNS = (1, 2, 4, 8, 16, 32)   # columns per lane of sc_normal_pass (n <= 32 NC)
 
 _lock = threading.Lock()
@@ -70,6 +71,8 @@ def name_expressions():
                   f"sc_sparse_apply_red<{t}>",
                   f"sc_sparse_dense<{t}>", f"sc_fwht_pass<{t}>", f"sc_dense_block<{t}>"]
     exprs += [f"sc_sparse_apply_owned<{v}>" for v in OWNED_VECTORS]
+    for t in ("float", "double"):
+        exprs += [f"sc_fwht_tile<{t}, {(L + 1) // 2}, {L // 2}>" for L in FWHT_TILE_STAGES]
     for t in ("float", "double"):
         exprs += [f"sc_lsqr_u<{t}>", f"sc_lsqr_p<{t}>", f"sc_lsqr_vectors<{t}>"]
         exprs += [f"sc_normal_pass<{t}, {nc}>" for nc in NORMAL_PASS_COLUMNS]

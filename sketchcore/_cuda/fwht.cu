@@ -37,3 +37,90 @@ __global__ void sc_fwht_pass(T* X, sc_i64 p, sc_i64 n, sc_i64 ldx, sc_i64 h, int
         __syncthreads();
     }
 }
+
+// In-register FWHT of 2^B values (Sylvester order: v[i] <- sum_k (-1)^popcount(i & k) v[k]).
+template <class T, int B>
+__device__ __forceinline__ void sc_fwht_regs(T (&v)[1 << B]) {
+#pragma unroll
+    for (int len = 1; len < (1 << B); len <<= 1) {
+#pragma unroll
+        for (int i = 0; i < (1 << B); ++i) {
+            if (i & len) continue;
+            const T a = v[i], b = v[i + len];
+            v[i] = a + b;
+            v[i + len] = a - b;
+        }
+    }
+}
+
+// sc_fwht_tile: one pass of A1 + A2 stages (the row index bits s .. s + A1 + A2 - 1, with
+// h = 2^s) over tiles of R = 2^(A1 + A2) rows x TC columns (64-byte row pieces: 16 floats,
+// 8 doubles), in registers: H_R = H_(2^A1) (x) H_(2^A2) is applied as two sets of
+// in-register transforms with one exchange through shared memory between them, instead of
+// a shared-memory round trip and a barrier per stage (the sc_fwht_pass above). Thread
+// (c = t % TC, g = t / TC) first loads rows g + 2^A2 q (q < 2^A1) straight from global
+// memory and transforms over q; after the exchange it transforms rows 2^A2 hi + q (q < 2^A2)
+// for hi = g + 2^A2 j and writes them back. A warp's accesses are 64-byte pieces of
+// consecutive rows (coalesced). In shared memory a row's parity is flipped by bit A2 of its
+// index, so that the rows a warp touches at once alternate between the two halves of the
+// banks in both phases. blockDim.x = 2^A2 TC, a multiple of 32.
+// src: where the pass reads (X itself, or for the SRHT's first pass the (m, n) input with
+// leading dimension lds, its rows times signs[row] and rows m .. p - 1 taken as zeros: the
+// signed, padded copy is never written separately).
+// Two blocks per multiprocessor: float tiles of 2^10 rows then fit 64 registers a thread.
+template <class T, int A2> struct sc_fwht_threads {
+    static constexpr int value = (64 / (int)sizeof(T)) << A2;
+};
+
+template <class T, int A1, int A2>
+__global__ void __launch_bounds__(sc_fwht_threads<T, A2>::value, 2)
+sc_fwht_tile(T* X, sc_i64 p, sc_i64 n, sc_i64 ldx, sc_i64 h, const T* src, sc_i64 lds,
+             sc_i64 m, const T* signs) {
+    constexpr int TC = 64 / sizeof(T), R = 1 << (A1 + A2), G = 1 << A2;
+    extern __shared__ __align__(16) unsigned char sc_smem[];
+    T* s = (T*)sc_smem;                                       // R x TC
+    const int c = threadIdx.x % TC, g = threadIdx.x / TC;
+    const sc_i64 col = (sc_i64)blockIdx.x * TC + c;
+    const bool cok = col < n;
+    const sc_i64 groups = p / R;
+    for (sc_i64 grp = blockIdx.y; grp < groups; grp += gridDim.y) {
+        const sc_i64 low = grp % h, high = grp / h;
+        const sc_i64 row0 = high * h * R + low;                // the tile's row r: row0 + r h
+        T* base = X + row0 * ldx + col;
+        const sc_i64 step = h * ldx;                          // one row of the tile
+        T v[1 << A1];
+        {
+            sc_i64 row = row0 + (sc_i64)g * h;
+            const T* sp = src + row * lds + col;
+#pragma unroll
+            for (int q = 0; q < (1 << A1); ++q, row += (sc_i64)G * h, sp += (sc_i64)G * h * lds) {
+                v[q] = cok && row < m ? *sp : (T)0;
+                if (signs != nullptr && row < m) v[q] *= signs[row];
+            }
+        }
+        sc_fwht_regs<T, A1>(v);
+#pragma unroll
+        for (int q = 0; q < (1 << A1); ++q) {
+            const int row = g + G * q;
+            s[(row ^ ((row >> A2) & 1)) * TC + c] = v[q];
+        }
+        __syncthreads();
+#pragma unroll
+        for (int j = 0; j < (1 << (A1 - A2)); ++j) {
+            const int hi = g + G * j;
+            T u[1 << A2];
+#pragma unroll
+            for (int q = 0; q < G; ++q) {
+                const int row = hi * G + q;
+                u[q] = s[(row ^ (hi & 1)) * TC + c];
+            }
+            sc_fwht_regs<T, A2>(u);
+            if (cok) {
+                T* dst = base + hi * G * step;
+#pragma unroll
+                for (int q = 0; q < G; ++q, dst += step) *dst = u[q];
+            }
+        }
+        __syncthreads();
+    }
+}

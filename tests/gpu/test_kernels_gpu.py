@@ -198,7 +198,9 @@ def test_dense_apply(dtype, kind, name, d, m, n):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("p,n", [(1, 3), (2, 1), (64, 33), (512, 70), (4096, 5), (2 ** 15, 2)])
+@pytest.mark.parametrize("p,n", [(1, 3), (2, 1), (8, 3), (16, 9), (64, 33), (512, 70),
+                                 (1024, 16), (2048, 3), (4096, 5), (2 ** 15, 2),
+                                 (2 ** 20, 17)])
 def test_fwht_rows(dtype, p, n):
     rng = np.random.default_rng(p + n)
     X = rng.standard_normal((p, n)).astype(dtype)
@@ -259,7 +261,8 @@ def _srht_rows(d, m, seed):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("d,m,n", [(1, 1, 1), (5, 37, 9), (64, 1000, 33), (100, 4097, 3)])
+@pytest.mark.parametrize("d,m,n", [(1, 1, 1), (3, 5, 4), (5, 37, 9), (64, 1000, 33),
+                                   (100, 4097, 3)])
 def test_srht_matches_cpu(dtype, d, m, n):
     stream = make_stream("srht", 0, 0)
     rows = _srht_rows(d, m, m)
