@@ -2,7 +2,7 @@
 import numpy as np
 
 from sketchcore._cuda._loader import launch
-from sketchcore._cuda._common import NULL, ctype_of, i32, i64
+from sketchcore._cuda._common import NULL, ctype_of, f64, i32, i64
 
 __all__ = ["fwht_rows", "srht_left", "srht_right"]
 
@@ -46,8 +46,16 @@ def fwht_rows(X):
     return X
 
 
-def _fwht_passes(X, ct, src=None, signs=None):
-    """The passes of ``fwht_rows``; ``src``, ``signs``: the first pass reads ``src`` (m, n),
+def _pass_stages(stages):
+    """Stages of each sc_fwht_tile pass: as few passes over X as tiles of 2^TILE_MAX_STAGES
+    rows allow (each reads and writes all of X), the stages split evenly between them."""
+    passes = -(-stages // TILE_MAX_STAGES)
+    return [stages // passes + (i < stages % passes) for i in range(passes)]
+
+
+def _fwht_passes(X, ct, src=None, signs=None, plan=None):
+    """The passes of ``fwht_rows`` (``plan``: the stages of each pass to run, by default
+    all of ``_pass_stages``); ``src``, ``signs``: the first pass reads ``src`` (m, n),
     m <= p, times ``signs`` (m,) per row, with zero rows past m, instead of X."""
     p, n = X.shape
     size = np.dtype(X.dtype).itemsize
@@ -62,13 +70,9 @@ def _fwht_passes(X, ct, src=None, signs=None):
                    (X, i64(p), i64(n), i64(n), i64(1), i32(stages)),
                    shared_mem=p * 32 * size)
         return
-    # As few passes over X as tiles of 2^TILE_MAX_STAGES rows allow, the stages split
-    # evenly between them (each pass reads and writes all of X).
-    passes = -(-stages // TILE_MAX_STAGES)
     tc = 64 // size                                     # columns per tile (sc_fwht_tile)
     h = 1
-    for i in range(passes):
-        L = stages // passes + (i < stages % passes)
+    for i, L in enumerate(_pass_stages(stages) if plan is None else plan):
         a2 = L // 2
         first = i == 0 and src is not None
         launch(f"sc_fwht_tile<{ct}, {L - a2}, {a2}>", (-(-n // tc), min(p >> L, 65535)),
@@ -79,20 +83,37 @@ def _fwht_passes(X, ct, src=None, signs=None):
         h <<= L
 
 
-def _transformed_padded_signed(A, m, seed, stream):
-    """H_p D P A as a (p, n) array (p = m rounded up to a power of two): rows of A times the
-    signs of words 0..m-1 of ``stream``, zero rows to p, transformed; the signs and the
-    padding are applied as the first pass reads A."""
+def _kept_rows_of_transform(A, rows, seed, stream, scale):
+    """``scale * (H_p D P A)[rows]`` (d, n), p = m rounded up to a power of two: rows of A
+    times the signs of words 0..m-1 of ``stream``, zero rows to p, transformed. The signs
+    and the padding are applied as the first pass reads A; where the kept rows' groups are
+    smaller than X (d 2^L <= p for a last pass of L stages), that pass runs for them only
+    (sc_fwht_select) instead of over all of X."""
     import cupy
     from sketchcore._cuda._random import fill_sign
+    m, n = A.shape
     p = 1
     while p < m:
         p *= 2
     signs = cupy.empty(m, dtype=A.dtype)
     fill_sign(seed, stream, 0, signs, 1.0)
-    X = cupy.empty((p, A.shape[1]), dtype=A.dtype)
-    _fwht_passes(X, ctype_of(X), src=A, signs=signs)
-    return X, p
+    X = cupy.empty((p, n), dtype=A.dtype)
+    rows = _check_rows(rows, p, m)
+    d = rows.size
+    ct = ctype_of(X)
+    stages = p.bit_length() - 1
+    plan = _pass_stages(stages) if stages >= TILE_MIN_STAGES else []
+    if len(plan) < 2 or d << plan[-1] > p:
+        _fwht_passes(X, ct, src=A, signs=signs)
+        Y = X[rows]
+        Y *= scale
+        return Y
+    _fwht_passes(X, ct, src=A, signs=signs, plan=plan[:-1])
+    Y = cupy.empty((d, n), dtype=A.dtype)
+    launch(f"sc_fwht_select<{ct}>", (-(-n // 256), min(d, 65535)), (256,),
+           (X, i64(n), i64(n), i64(p >> plan[-1]), i32(plan[-1]), rows, i64(d), f64(scale),
+            Y, i64(n)))
+    return Y
 
 
 def _check_rows(rows, p, m):
@@ -107,8 +128,9 @@ def srht_left(A, rows, seed, stream):
     """``S @ A`` for the SRHT S (d, m), A cupy.ndarray (m, n); ``rows`` (d,) selected
     Hadamard rows in [0, p), ``stream`` the sign stream; returns (d, n).
 
-    D P A (applied by the transform's first pass as it reads A), the FWHT, then the
-    selected rows scaled by dtype(1/sqrt(d)) after the transform, as on the CPU."""
+    D P A (applied by the transform's first pass as it reads A), the FWHT (its last pass for
+    the kept rows only, when that reads less), then the kept rows scaled by dtype(1/sqrt(d))
+    after the transform, as on the CPU."""
     import cupy
     if not isinstance(A, cupy.ndarray) or A.ndim != 2:
         raise TypeError("srht_left needs a 2-D CuPy array")
@@ -116,11 +138,8 @@ def srht_left(A, rows, seed, stream):
     d = int(cupy.asarray(rows).size)
     if m == 0 or n == 0 or d == 0:
         return cupy.zeros((d, n), dtype=A.dtype)
-    X, p = _transformed_padded_signed(cupy.ascontiguousarray(A), m, seed, stream)
-    rows = _check_rows(rows, p, m)
-    Y = X[rows]
-    Y *= A.dtype.type(1.0 / np.sqrt(d))
-    return Y
+    return _kept_rows_of_transform(cupy.ascontiguousarray(A), rows, seed, stream,
+                                   A.dtype.type(1.0 / np.sqrt(d)))
 
 
 def srht_right(A, rows, seed, stream):

@@ -124,3 +124,45 @@ sc_fwht_tile(T* X, sc_i64 p, sc_i64 n, sc_i64 ldx, sc_i64 h, const T* src, sc_i6
         __syncthreads();
     }
 }
+
+// The last pass of an SRHT's transform for the kept rows only: Y[i, :] = scale *
+// (H_R applied over rows low + r h, r < R = 2^LB, of X)[rsel], for kept row y = rows[i] =
+// low + rsel h (h = p / R, so the pass's group is the one of y's low bits). Each kept row
+// reads its group, R x n values, and nothing is written but Y: for d R <= p that is less
+// than the full pass's read and write of X plus the gather of Y. Sums run in float64:
+// 32 rows at a time pairwise (the butterflies' depth), the chunks compensated (Kahan), so
+// the result is as accurate as the full transform's. One thread per column; grid (column
+// blocks, kept rows). R >= 32.
+template <class T>
+__global__ void __launch_bounds__(256) sc_fwht_select(const T* X, sc_i64 n, sc_i64 ldx,
+                                                      sc_i64 h, int LB, const sc_i64* rows,
+                                                      sc_i64 d, double scale, T* Y, sc_i64 ldy) {
+    const sc_i64 col = (sc_i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (col >= n) return;
+    const int R = 1 << LB;                              // LB >= 5
+    const sc_i64 step = h * ldx;
+    for (sc_i64 i = blockIdx.y; i < d; i += gridDim.y) {
+        const sc_i64 y = rows[i];
+        const unsigned rsel = (unsigned)(y / h);
+        const T* src = X + (y % h) * ldx + col;
+        double sum = 0.0, comp = 0.0;
+        for (int ch = 0; ch < R; ch += 32, src += 32 * step) {
+            double v[32];
+#pragma unroll
+            for (int q = 0; q < 32; ++q) {
+                const double x = (double)src[q * step];
+                v[q] = (__popc(rsel & (unsigned)(ch + q)) & 1) ? -x : x;
+            }
+#pragma unroll
+            for (int lv = 4; lv >= 0; --lv) {
+#pragma unroll
+                for (int q = 0; q < 16; ++q)
+                    if (q < (1 << lv)) v[q] += v[q + (1 << lv)];
+            }
+            const double t = v[0] - comp, s = sum + t;     // Kahan
+            comp = (s - sum) - t;
+            sum = s;
+        }
+        Y[i * ldy + col] = (T)((T)sum * (T)scale);
+    }
+}

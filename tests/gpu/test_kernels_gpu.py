@@ -262,7 +262,7 @@ def _srht_rows(d, m, seed):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("d,m,n", [(1, 1, 1), (3, 5, 4), (5, 37, 9), (64, 1000, 33),
-                                   (100, 4097, 3)])
+                                   (100, 4097, 3), (20, 3000, 300), (200, 3000, 2)])
 def test_srht_matches_cpu(dtype, d, m, n):
     stream = make_stream("srht", 0, 0)
     rows = _srht_rows(d, m, m)
