@@ -88,6 +88,13 @@ def main():
     bench.add(case_f, "device copy", cuda_time(lambda: d2d_copy(X, dstX)))
     bench.add(case_f, "sketchcore fwht_rows (in place)", cuda_time(lambda: _cuda.fwht_rows(X)),
               baseline="device copy")
+    # The whole SRHT left apply (signs, padding to 2^20, FWHT, row selection) on A.
+    case_s = f"SRHT {m}x{n} float32, d=1024"
+    rows = cupy.arange(0, p, p // 1024, dtype=cupy.int64)
+    bench.add(case_s, "device copy", cuda_time(lambda: d2d_copy(A, dst)))
+    bench.add(case_s, "sketchcore SRHT left", cuda_time(
+        lambda: _cuda.srht_left(A, rows, seed, make_stream("srht", 0, 0))),
+        baseline="device copy")
     bench.notes.append("CountSketch / SparseSign targets: within 2x of a device copy "
                        "(speed-up vs device copy >= 0.5).")
     from sketchcore._cuda import _sparse
