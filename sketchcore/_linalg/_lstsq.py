@@ -324,8 +324,9 @@ class _Normal:
 def _lsqr_preconditioned(ops, Bm, R, z0, tol, max_iter, d, eps, rinv_norm, Rinv=None):
     """LSQR (Paige & Saunders 1982) on ``M = A[:, J] R^-1``, all columns of Bm at once.
 
-    Runs on A's backend (``ops.xp``): on a GPU every vector stays there and each iteration
-    synchronises once, for the convergence test. ``rinv_norm`` is ``||R^-1||_2``, which
+    Runs on A's backend (``ops.xp``): on a GPU every vector stays there, and after the start
+    the iterations run in ``sketchcore._cuda._lsqr`` (fused kernels, scalars on the device,
+    no synchronisation per iteration). ``rinv_norm`` is ``||R^-1||_2``, which
     turns the bound on ``z`` into one on ``x``. ``Rinv``: an explicit inverse to multiply by
     instead of the triangular solves (a GEMM launch is cheaper than a solve on the GPU; any
     invertible right preconditioner gives the same least-squares solution ``x = Rinv z``,
@@ -378,7 +379,6 @@ def _lsqr_preconditioned(ops, Bm, R, z0, tol, max_iter, d, eps, rinv_norm, Rinv=
     if xp is not np:
         # The same recurrence with its vector updates fused and its scalars on the device
         # (sketchcore/_cuda/lsqr.cu): as CuPy operations it was host-bound.
-        from sketchcore._cuda._lsqr import lsqr_iterations
         Rinv64 = None if Rinv is None else Rinv.astype(np.float64)
 
         def products(Vt):
@@ -390,8 +390,8 @@ def _lsqr_preconditioned(ops, Bm, R, z0, tol, max_iter, d, eps, rinv_norm, Rinv=
 
         scalars = dict(alpha=alpha, rhobar=rhobar, phibar=phibar, rnorm=rnorm, arnorm=arnorm,
                        err=err, conv=conv, bnorm=bnorm)
-        return lsqr_iterations(products, solve, dtype, U, V, W, z, scalars, tol, max_iter,
-                               rinv_norm / snorm_lo, eps)
+        return get_backend(ops.A).lsqr_iterations(products, solve, dtype, U, V, W, z, scalars,
+                                                  tol, max_iter, rinv_norm / snorm_lo, eps)
     znorm = colnorm(z)
     it = 0
     while it < max_iter and not bool(conv.all()):
