@@ -123,6 +123,7 @@ def breakdown(m=100_000, n=256):
     from scipy.linalg.lapack import spstrf
     with blas_single_thread():
         timed("host pstrf (float32)", lambda: spstrf(Gh.astype(np.float32)))
+    timed("device pivoted Cholesky", lambda: _linalg._pivoted_cholesky(Gd, 1e-5))
     timed("Gram route (_gram_pivoted)", lambda: _linalg._gram_pivoted(A, 1e-5))
     timed("whole cqrrpt", lambda: sc.linalg.cqrrpt(A, seed=0))
     # lstsq on a float64 CuPy problem: sketch, device QR of the sketch, LSQR.

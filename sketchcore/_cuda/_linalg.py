@@ -73,11 +73,37 @@ def _direct(A, J1, G=None):
     return X, np.triu(Rs_ * D[None, :])
 
 
+def _pivoted_cholesky(Gd, rtol):
+    """``(R, J, status)`` from ``sc_pivoted_cholesky`` for a CuPy symmetric ``Gd`` (n, n):
+    R (n, n) upper and J (n,) int32 on the device, ``status`` on the host (the rank
+    reached, n when complete; -1 for a non-finite Gd). Pivots stop where the largest
+    remaining diagonal is at most ``rtol^2 max(diag Gd)``, xPSTRF's rule with cqrrpt's
+    tolerance. None when the packed triangle does not fit one block's shared memory (n
+    above about 330 in float32, 235 in float64): the caller factors on the host."""
+    import cupy
+    from sketchcore._cuda._common import ctype_of, f64, i32
+    from sketchcore._cuda._loader import device_properties, launch
+    n = Gd.shape[0]
+    size = Gd.dtype.itemsize
+    smem = (n * (n + 1) // 2 + n) * size + 4 * n
+    if smem > device_properties()[1] - 1024:
+        return None
+    R = cupy.empty((n, n), dtype=Gd.dtype)
+    J = cupy.empty(n, dtype=cupy.int32)
+    status = cupy.empty(1, dtype=cupy.int32)
+    launch(f"sc_pivoted_cholesky<{ctype_of(Gd)}>", (1,), (1024,),
+           (cupy.ascontiguousarray(Gd), i32(n), f64(rtol * rtol), R, J, status),
+           shared_mem=smem)
+    return R, J, int(status.get()[0])
+
+
 def _gram_pivoted(A, rtol):
     """CQRRPT's direct path with the pivots from the Gram matrix itself: ``G = A^T A`` (one
-    GEMM on the GPU), pivoted Cholesky ``G[J, J] = R^T R`` on the host (LAPACK xPSTRF: the
-    greedy largest-remaining-norm order of a column-pivoted QR of A), ``Q = A W`` with
-    ``W[J] = inv(R)`` (one GEMM; the inverse by a triangular solve on the GPU).
+    GEMM on the GPU), pivoted Cholesky ``G[J, J] = R^T R`` in xPSTRF's greedy
+    largest-remaining-norm order (that of a column-pivoted QR of A) on the GPU
+    (``_pivoted_cholesky``; on the host by LAPACK's xPSTRF where n is too large for it),
+    ``Q = A W`` with ``W[J] = inv(R)`` (one GEMM; the inverse by a triangular solve on the
+    GPU).
 
     Taken only when that is as accurate as the sketch's route: full numerical rank by the
     same relative criterion (``|R[i, i]| > rtol |R[0, 0]|``) and ``cond(R D^-1)^2`` within
@@ -92,17 +118,24 @@ def _gram_pivoted(A, rtol):
     (out, G)
         ``out``: ``(Q, R, J)`` as CuPy arrays; or, when the sketch's route is needed,
         ``"ill-conditioned"`` (full rank, but the condition check failed: the direct path
-        would fail it too) or None; ``G``: the host float64 Gram matrix (None if A is wide),
-        reused by that route.
+        would fail it too) or None; ``G``: the host float64 Gram matrix that route reuses
+        (None when ``out`` is the result, A is wide or G is not finite).
     """
     import cupy
-    from cupyx.scipy.linalg import solve_triangular
     from scipy.linalg.lapack import get_lapack_funcs
     from sketchcore._linalg._common import rank_from_diagonal
     m, n = A.shape
     if m < n:
         return None, None
     Gd = A.T @ A
+    dev = _pivoted_cholesky(Gd, rtol)
+    if dev is not None:
+        Rd, Jd, status = dev
+        if status < 0:
+            return None, None             # NaN/inf/overflow: the sketch route reports it
+        if status < n:
+            return None, cupy.asnumpy(Gd).astype(np.float64)
+        return _gram_finish(A, Gd, Rd, Jd, lambda: cupy.asnumpy(Gd).astype(np.float64))
     G = cupy.asnumpy(Gd).astype(np.float64)
     if not np.isfinite(G).all():
         return None, None                 # NaN/inf/overflow: the sketch route reports it
@@ -119,19 +152,27 @@ def _gram_pivoted(A, rtol):
     R = np.triu(C)
     if rank_from_diagonal(R, rtol) < n or not np.isfinite(R).all():
         return None, G
-    Jd = cupy.asarray(J)
-    Rd = cupy.asarray(R)
+    return _gram_finish(A, Gd, cupy.asarray(R), cupy.asarray(J), lambda: G)
+
+
+def _gram_finish(A, Gd, Rd, Jd, host_gram):
+    """The Gram route after its factorization ``Gd[J, J] = R^T R`` (R, J on the device):
+    the condition check, then ``Q = A W`` with ``W[J] = inv(R)``. ``host_gram()``: the
+    float64 host Gram matrix the sketch's route reuses when this one declines."""
+    import cupy
+    from cupyx.scipy.linalg import solve_triangular
+    n = A.shape[1]
     Rinv = solve_triangular(Rd, cupy.eye(n, dtype=A.dtype), lower=False)
-    dJ = cupy.asarray(np.sqrt(np.diagonal(G)[J]).astype(A.dtype))
+    dJ = cupy.sqrt(cupy.diagonal(Gd)[Jd]).astype(A.dtype)
     Rs_inv = Rinv * dJ[:, None]                      # inv(R D^-1) = D inv(R)
     Gs_inv = Rs_inv @ Rs_inv.T                       # inv(D^-1 G[J, J] D^-1)
     Gs = Gd[Jd][:, Jd] / dJ[:, None] / dJ[None, :]
     cond1 = float(cupy.abs(Gs).sum(axis=0).max() * cupy.abs(Gs_inv).sum(axis=0).max())
     if not cond1 <= REORTH_UNITS / POCON_MARGIN:
-        return "ill-conditioned", G
+        return "ill-conditioned", host_gram()
     W = cupy.zeros((n, n), dtype=A.dtype)
     W[Jd] = Rinv
-    return (A @ W, Rd, Jd), G
+    return (A @ W, Rd, Jd.astype(cupy.int64)), None
 
 
 def cqrrpt(A, d, seed, sketch, rtol):

@@ -29,7 +29,8 @@ __all__ = ["DTYPE_NAMES", "OPTIONS", "program_source", "headers", "name_expressi
 DTYPE_NAMES = {"float32": "float", "float64": "double", "float16": "sc_half",
                "bfloat16": "sc_bf16"}
 
-_SOURCES = ("random.cu", "gemm.cu", "sparse.cu", "fwht.cu", "linear.cu", "lsqr.cu")
+_SOURCES = ("random.cu", "gemm.cu", "sparse.cu", "fwht.cu", "linear.cu", "lsqr.cu",
+            "chol.cu")
 _HEADERS = ("common.cuh",)
 
 # --fmad=false: the Gaussian generator must match the CPU's float32 operation sequence
@@ -77,6 +78,7 @@ def name_expressions():
     for t in ("float", "double"):
         exprs += [f"sc_lsqr_u<{t}>", f"sc_lsqr_p<{t}>", f"sc_lsqr_vectors<{t}>"]
         exprs += [f"sc_normal_pass<{t}, {nc}>" for nc in NORMAL_PASS_COLUMNS]
+        exprs += [f"sc_pivoted_cholesky<{t}>"]
     for h in SLOT_PLACES:
         exprs += [f"sc_sparse_slots<{h}>"]
         exprs += [f"sc_sparse_apply_slots<{h}, {v}>" for v in SLOT_VECTORS]

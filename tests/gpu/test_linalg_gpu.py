@@ -237,3 +237,49 @@ def test_normal_matvec_matches_numpy(dtype, m, n, k):
     assert np.all(np.abs(cupy.asnumpy(Q) - Q_ref) <= 4 * n * eps * (np.abs(A) @ np.abs(P)))
     bound = 4 * (m + n) * eps * (np.abs(A.T) @ (np.abs(A) @ np.abs(P)))
     assert np.all(np.abs(cupy.asnumpy(W) - W_ref) <= bound)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 7, 64, 200])
+def test_pivoted_cholesky_matches_lapack(dtype, n):
+    """sc_pivoted_cholesky against LAPACK's xPSTRF: same greedy pivots (column scales far
+    apart), same R up to rounding; a rank-deficient G stops at its rank; a non-finite G is
+    reported."""
+    from scipy.linalg.lapack import get_lapack_funcs
+    from sketchcore._cuda import _linalg as gl
+    rng = np.random.default_rng(n)
+    B = rng.standard_normal((3 * n + 5, n)) * np.logspace(0, 3, n)[rng.permutation(n)]
+    G = (B.T @ B).astype(dtype)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    R, J, status = gl._pivoted_cholesky(cupy.asarray(G), rtol)
+    assert status == n
+    pstrf, = get_lapack_funcs(("pstrf",), (G,))
+    _, piv, rank, info = pstrf(G.copy(), tol=rtol * rtol * float(np.diagonal(G).max()), lower=0)
+    assert rank == n
+    Jh = cupy.asnumpy(J)
+    # float32: the leading pivots, where the remaining norms are far apart compared with
+    # rounding (the two factorizations round differently).
+    lead = n if dtype == np.float64 else min(n, 10)
+    np.testing.assert_array_equal(Jh[:lead], piv[:lead] - 1)
+    assert sorted(Jh.tolist()) == list(range(n))
+    Rh = cupy.asnumpy(R).astype(np.float64)
+    np.testing.assert_array_equal(Rh, np.triu(Rh))
+    eps = np.finfo(dtype).eps
+    Gp = G.astype(np.float64)[np.ix_(Jh, Jh)]
+    assert np.linalg.norm(Rh.T @ Rh - Gp) <= 10 * n * eps * np.linalg.norm(Gp)
+    d = np.diagonal(Rh)
+    assert np.all(d[:-1] >= d[1:] * (1 - 10 * n * eps))    # greedy: non-increasing pivots
+    if n >= 7:   # rank 5: stops there, rows past the rank are zero
+        L = rng.standard_normal((n, 5))
+        G5 = (L @ L.T).astype(dtype)
+        R5, _, status5 = gl._pivoted_cholesky(cupy.asarray(G5), 1e-3)
+        assert status5 == 5
+        assert not cupy.asnumpy(R5)[5:].any()
+        G[0, 0] = np.nan
+        assert gl._pivoted_cholesky(cupy.asarray(G), rtol)[2] == -1
+
+
+def test_pivoted_cholesky_declines_a_matrix_too_large_for_one_block():
+    from sketchcore._cuda import _linalg as gl
+    assert gl._pivoted_cholesky(cupy.eye(600, dtype=cupy.float64), 1e-12) is None
+    assert gl._pivoted_cholesky(cupy.eye(300, dtype=cupy.float32), 1e-6) is not None
