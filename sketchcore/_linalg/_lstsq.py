@@ -376,9 +376,11 @@ def _lsqr_preconditioned(ops, Bm, R, z0, tol, max_iter, d, eps, rinv_norm, Rinv=
     arnorm = alpha * beta
     err = xp.where(done, 0.0, np.inf)
     conv = done.copy()
-    if xp is not np:
+    if xp is not np and Bm.shape[1] <= 65535:
         # The same recurrence with its vector updates fused and its scalars on the device
-        # (sketchcore/_cuda/lsqr.cu): as CuPy operations it was host-bound.
+        # (sketchcore/_cuda/lsqr.cu): as CuPy operations it was host-bound. Its reductions
+        # take a grid row per right-hand side (CUDA allows 65535); more columns than that
+        # run the loop below on CuPy arrays.
         Rinv64 = None if Rinv is None else Rinv.astype(np.float64)
 
         def products(Vt):
