@@ -1,9 +1,12 @@
 // Fast Walsh-Hadamard transform along axis 0 of a (p, n) array, in place, unnormalised
 // (Sylvester ordering: y = H x with H[i, k] = (-1)^popcount(i & k)).
 //
-// One pass does L radix-2 stages in shared memory: a block loads the 2^L rows
-// base + r*h (r < 2^L) of a 32-column tile, runs the butterflies, writes them back.
-// The host chains passes with h = 1, 2^L1, 2^(L1+L2), ... until all log2(p) stages ran.
+// A pass does L radix-2 stages: a block loads the 2^L rows base + r*h (r < 2^L) of a tile
+// of columns, runs the butterflies, writes them back; the host chains passes with h = 1,
+// 2^L1, 2^(L1+L2), ... until all log2(p) stages ran (_fwht.py). sc_fwht_tile does up to
+// 10 stages a pass in registers; sc_fwht_pass, a shared-memory round trip and a barrier
+// per stage, now serves only p <= 8; sc_fwht_select is the SRHT's last pass for its kept
+// rows only.
 #include "common.cuh"
 
 template <class T>
