@@ -128,15 +128,19 @@ def _gram_pivoted(A, rtol):
     if m < n:
         return None, None
     Gd = A.T @ A
+
+    def host_gram():
+        return cupy.asnumpy(Gd).astype(np.float64)
+
     dev = _pivoted_cholesky(Gd, rtol)
     if dev is not None:
         Rd, Jd, status = dev
         if status < 0:
             return None, None             # NaN/inf/overflow: the sketch route reports it
         if status < n:
-            return None, cupy.asnumpy(Gd).astype(np.float64)
-        return _gram_finish(A, Gd, Rd, Jd, lambda: cupy.asnumpy(Gd).astype(np.float64))
-    G = cupy.asnumpy(Gd).astype(np.float64)
+            return None, host_gram()
+        return _gram_finish(A, Gd, Rd, Jd, host_gram)
+    G = host_gram()
     if not np.isfinite(G).all():
         return None, None                 # NaN/inf/overflow: the sketch route reports it
     # Factored in A's precision: the Gram matrix carries no more than that.

@@ -75,7 +75,6 @@ def name_expressions():
     for t in ("float", "double"):
         exprs += [f"sc_fwht_tile<{t}, {(L + 1) // 2}, {L // 2}>" for L in FWHT_TILE_STAGES]
         exprs += [f"sc_fwht_select<{t}>"]
-    for t in ("float", "double"):
         exprs += [f"sc_lsqr_u<{t}>", f"sc_lsqr_p<{t}>", f"sc_lsqr_vectors<{t}>"]
         exprs += [f"sc_normal_pass<{t}, {nc}>" for nc in NORMAL_PASS_COLUMNS]
         exprs += [f"sc_pivoted_cholesky<{t}>"]

@@ -47,14 +47,13 @@ def lsqr_iterations(products, solve, dtype, U, V, W, z, scalars, tol, max_iter, 
         ``(iterations, conv, err, rnorm, arnorm)``, the last four host arrays of shape (k,).
     """
     import cupy
-    f64_ = np.float64
     m, k = U.shape
     r = V.shape[0]
-    st = cupy.zeros((_NFIELDS, k), dtype=f64_)
+    st = cupy.zeros((_NFIELDS, k), dtype=np.float64)
     for name, value in scalars.items():
         st[FIELDS[name]] = value
     st[FIELDS["ucoef"]] = 1.0
-    U, V, W, z = (cupy.array(a, dtype=f64_, order="C", copy=True) for a in (U, V, W, z))
+    U, V, W, z = (cupy.array(a, dtype=np.float64, order="C", copy=True) for a in (U, V, W, z))
     Vp, P = cupy.zeros_like(V), cupy.empty_like(V)
     Vt = V.astype(dtype)
     ct = ctype_of(Vt)
@@ -79,7 +78,7 @@ def lsqr_iterations(products, solve, dtype, U, V, W, z, scalars, tol, max_iter, 
         launch("sc_lsqr_scalars", gk, (_BLOCK,), (i32(k), st, count))
         launch(f"sc_lsqr_vectors<{ct}>", (grid_size(r * k, _BLOCK),), (_BLOCK,),
                (V, Vp, W, z, P, Vt, i32(r), i32(k), st))
-        X = cupy.ascontiguousarray(solve(z), dtype=f64_)
+        X = cupy.ascontiguousarray(solve(z), dtype=np.float64)
         launch("sc_lsqr_norms", (gr, k), (_BLOCK,), (z, X, i32(r), i32(k), st))
         launch("sc_lsqr_check", gk, (_BLOCK,),
                (i32(k), st, f64(bound_factor), f64(tol), f64(eps), count))

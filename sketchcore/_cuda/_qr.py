@@ -55,9 +55,9 @@ def normal_matvec(A, P, Q, W):
                                              for t in (P, Q, W))):
         zero(W)
         ct = ctype_of(A)
-        smem = 8 * 32 * cols * (8 if ct == "double" else 4)
         launch(f"sc_normal_pass<{ct}, {cols}>", (grid_size(m * 32, 256, 2),), (256,),
-               (A, i64(m), i32(n), i64(n), P, Q, W), shared_mem=smem)
+               (A, i64(m), i32(n), i64(n), P, Q, W),
+               shared_mem=8 * 32 * cols * A.dtype.itemsize)   # 8 warps' parts of w
         return
     cupy.matmul(A, P, out=Q)
     cupy.matmul(A.T, Q, out=W)
