@@ -42,6 +42,7 @@ GEMM_TILES = ((64, 64), (128, 32), (256, 16))
 OWNED_VECTORS = (1, 2)   # columns per thread of sc_sparse_apply_owned
 SLOT_PLACES = (2, 4)     # places per sign in a slot of sc_sparse_apply_slots
 SLOT_VECTORS = (1, 2)    # columns per thread of sc_sparse_apply_slots
+SLOT_SHIFTS = (0, 1)     # place = byte offset >> shift in sc_sparse_apply_slots' slots
 FWHT_TILE_STAGES = range(4, 11)   # stages per pass of sc_fwht_tile (_fwht.TILE_*_STAGES)
 NORMAL_PASS_COLUMNS = (1, 2, 4, 8, 16, 32)   # columns per lane of sc_normal_pass (n <= 32 NC)
 
@@ -80,7 +81,8 @@ def name_expressions():
         exprs += [f"sc_pivoted_cholesky<{t}>"]
     for h in SLOT_PLACES:
         exprs += [f"sc_sparse_slots<{h}>"]
-        exprs += [f"sc_sparse_apply_slots<{h}, {v}>" for v in SLOT_VECTORS]
+        exprs += [f"sc_sparse_apply_slots<{h}, {v}, {sh}>" for v in SLOT_VECTORS
+                  for sh in SLOT_SHIFTS]
     for bm, bn in GEMM_TILES:
         for combo in gemm_combos():
             exprs.append(gemm_name(*combo, bm, bn, False))

@@ -48,26 +48,39 @@ _SLOT_BYTES = 64 << 20     # slot tables + overflow lists of a slab at most (lar
 
 
 def _slot_r_max(vector):
-    """Longest chunk of the "slots" kernel: slots hold the byte offsets r x 128 V of rows
-    (the zero row's: R) in 16 bits."""
-    return 0xffff // (128 * vector)
+    """Longest chunk of the "slots" kernel: slots hold the byte offsets of rows, r x 128 V
+    (the zero row's: R), shifted right by at most one (_slot_shift), in 16 bits with bit 0
+    free for a sign."""
+    return 0xfffe // (64 * vector)
+
+
+def _slot_shift(R, vector):
+    """Shift S of the "slots" kernel's places: 0 (byte offsets, the cheaper address) when
+    the chunk's offsets fit 16 bits, else 1."""
+    return 0 if R * 128 * vector <= 0xfffe else 1
 
 
 def _slot_plan(d, nnz, tbw, optin, vector=1):
-    """(R, H) of the "slots" kernel: rows of A per chunk and places per sign of a slot.
+    """(R, H) of the "slots" kernel: rows of A per chunk and words (place pairs) per slot.
 
     Every row of Y costs one slot load per chunk and a load per filled place pair, so chunks
-    should be long: about 4 entries per row of Y and chunk with H = 4 (a Poisson count of
-    mean 2 per sign overflows 4 places for 5% of rows, 4% of the entries), else as long as
-    two staged tiles (of 32 ``vector`` columns) fit in shared memory and a row's byte offset
-    in the tile fits a slot's 16 bits (R <= _slot_r_max), with H = 2 when that still leaves
-    under 2.5 entries per row. Measured on an H200 at d = 1024, nnz = 8 (1e6 x 256), with offsets in rows:
-    R = 384, 512, 640, 768 with H = 4 took 1.47, 1.26, 1.24, 1.43 ms (longer chunks
-    overflow more), R = 512 with H = 2 1.95 ms; with byte offsets R = 496 and 511 took 1.02
-    and 1.00 ms."""
+    should be long: about 4 entries per row of Y and chunk with H = 4 (a fixed pair per
+    sign and two flexible pairs overflow 1.2% of the entries at that density), else as long
+    as two staged tiles (of 32 ``vector`` columns) fit in shared memory and a row's offset
+    fits a slot's 16 bits (R <= _slot_r_max), with H = 2 when that still leaves under 2.5
+    entries per row. A chunk a little too long for byte offsets is cut to the longest that
+    fits them (_slot_shift: halved offsets cost instructions). Measured on an H200 at nnz =
+    8 (1e6 x 256, ms): d = 1024, with offsets in rows, R = 384, 512, 640, 768 with four
+    places per sign took 1.47, 1.26, 1.24, 1.43 (longer chunks overflow more); with byte
+    offsets R = 496 and 511 1.02 and 1.00, 0.76-0.88 with flexible pairs; d = 2048, R =
+    511 / 768 with H = 4 1.32 / 1.14 (H = 2: 1.35 / 1.83); d = 4096, R = 511 / 768 with H =
+    2 2.16 / 1.81 (H = 4: 2.40 / 1.85)."""
     fit = (optin - 2 * (tbw * 16 + _SLOT_OVS * 4)) // (2 * 32 * vector * 4) - 1   # two tiles
     fit = max(16, min(fit // 16 * 16, _slot_r_max(vector)))
     R = max(16, min(fit, 4 * d // nnz))
+    byte_max = 0xfffe // (128 * vector)      # longest chunk with byte offsets (shift 0)
+    if byte_max < R <= byte_max + byte_max // 4:
+        R = byte_max
     return R, (4 if R * nnz / d > 2.5 else 2)
 
 
@@ -91,6 +104,8 @@ def _slot_layout(m, d, nnz, optin, vector=1):
     ovstride = -(-(1 + R * bands) // 4) * 4
     chunk_bytes = 4 * ntb * (tbw * H + ovstride)
     slab = min(_SLOT_SLAB // R, max(1, _SLOT_BYTES // chunk_bytes), -(-m // R)) * R
+    # Slabs of equal length: a short last slab would leave most multiprocessors idle.
+    slab = -(-(-(-m // -(-m // slab))) // R) * R
     return tbw, ntb, R, H, ovstride, slab
 
 
@@ -109,6 +124,7 @@ def _apply_slots(A, m, n, lda, d, nnz, seed, stream, Y, ldy, zero_y=False):
         layout = _layouts[key] = _slot_layout(m, d, nnz, optin, V)
     tbw, ntb, R, H, ovstride, slab = layout
     chunks_max = slab // R
+    shift = _slot_shift(R, V)
     # Slot tables and overflow lists in one allocation; the last list's staged head reads
     # past its end: pad by one head.
     tables = cupy.empty(chunks_max * ntb * (tbw * H + ovstride) + _SLOT_OVS, dtype=cupy.uint32)
@@ -122,7 +138,7 @@ def _apply_slots(A, m, n, lda, d, nnz, seed, stream, Y, ldy, zero_y=False):
         chunks = -(-rows // R)
         launch(f"sc_sparse_slots<{H}>", (chunks, ntb), (256,),
                (i64(j0), i64(rows), i32(R), i32(d), i32(nnz), u64(seed), u64(stream),
-                i32(tbw), i32(ntb), i32(ovstride), i32(128 * V), SL, OV))
+                i32(tbw), i32(ntb), i32(ovstride), i32(128 * V >> shift), SL, OV))
         if zero_y:
             zero(Y)
             zero_y = False
@@ -130,7 +146,8 @@ def _apply_slots(A, m, n, lda, d, nnz, seed, stream, Y, ldy, zero_y=False):
         # per tile and group of chunks left 4 of 132 multiprocessors idle).
         work = gx * chunks
         per_block = -(-work // max(1, min(work, sms * per_sm // ntb)))
-        launch(f"sc_sparse_apply_slots<{H}, {V}>", (-(-work // per_block), 1, ntb), (V * tbw,),
+        launch(f"sc_sparse_apply_slots<{H}, {V}, {shift}>", (-(-work // per_block), 1, ntb),
+               (V * tbw,),
                (A[j0:j0 + rows], i32(rows), i64(n), i64(lda), i32(d), i32(R), SL, OV,
                 i32(ovstride), i32(tbw), i32(ntb), i32(gx), i32(chunks), i32(per_block), scale,
                 Y, i64(ldy)), shared_mem=smem)

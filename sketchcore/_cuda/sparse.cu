@@ -423,32 +423,40 @@ extern "C" __global__ void sc_sparse_indices(sc_i64 j0, sc_i64 nj, int d, int nn
 //
 // Rows of A stream through the block in chunks of R. For every chunk a slot table, built
 // once per chunk by sc_sparse_slots and shared by all column tiles, gives each row of Y H
-// places for the chunk's rows of A that add into it and H for those that subtract (further
-// ones go to an overflow list, added with global reductions from the staged tile).
-// Thread (warp w, lane l) owns rows K w .. K w + K - 1 of its block of Y (K = 32 / V) and
-// columns V l .. V l + V - 1 of its 32 V-column tile as 32 float registers; per row of Y
-// and chunk it makes one broadcast load of the slot and up to 2 H conflict-free loads of V
-// staged A values (a pair of places both empty is skipped by a warp-uniform branch; a lone
-// empty place reads a zero row): no atomics, 2 H independent loads in flight. V = 2 shares
-// each slot load, place address and branch between two columns, for twice the staged row
-// (so R <= 255 in 16-bit byte offsets) and blocks of half the rows of Y.
+// words of two places each for the chunk's rows of A that add into it or subtract from it
+// (further ones go to an overflow list, added with global reductions from the staged
+// tile). Thread (warp w, lane l) owns rows K w .. K w + K - 1 of its block of Y (K = 32 /
+// V) and columns V l .. V l + V - 1 of its 32 V-column tile as 32 float registers; per row
+// of Y and chunk it makes one broadcast load of the slot and up to 2 H conflict-free loads
+// of V staged A values (a pair of places both empty is skipped by a warp-uniform branch; a
+// lone empty place reads a zero row): no atomics, 2 H independent loads in flight. V = 2
+// shares each slot load, place address and branch between two columns, for twice the
+// staged row (so half the chunk length in 16-bit offsets) and blocks of half the rows of Y.
 // Measured on an H200 (d = 1024, nnz = 8, 1e6 x 256, ratios to a device copy), V = 1: with
 // slot offsets in rows, 1.26 ms (0.39x), issue-bound at 8 instructions per place; offsets
 // in bytes, 1.09 ms; one slab of tables, a 32-bit staging loop and (tile, chunk) work
 // spread over every multiprocessor, 1.02 ms; R = 511, 1.00 ms (0.48x); skipping empty
-// pairs, 4% less kernel time at fixed clocks. Alternatives measured earlier: a switch over
-// the exact entry count (indirect branches) 1.3 ms, predicating seven places with a sign
-// bit 3x the instructions, the "owned" kernel above (a load and a store per update into a
-// shared-memory Y) 1.7 ms; staged tiles at 64 KiB boundaries, so that a place's address is
-// one logic instruction (col | offset) instead of two, no faster at d = 1024 (0.97 ms
-// either way) and slower at d = 512 (0.83 against 0.76 ms); predicating every place on not
-// being the zero row (fewer loads, one compare more per place) was no faster either (1.01
-// against 0.99 ms at d = 1024, 1.53 against 1.30 at d = 2048). ncu at d = 1024 shows why:
-// two limits are both near, the shared-memory pipe's wavefronts (80% of one per cycle; the
-// data banks only 21% busy) and instruction issue (0.77 per scheduler), so cutting either
-// alone gains nothing. Per slot and column tile: 2 wavefronts for the broadcast LDS.128 of
-// the slot (a quarter of all), about 4.3 for the unconditional places and 1.3 for the
-// predicated ones, against 3.9 entries; 44 instructions.
+// pairs, 4% less kernel time at fixed clocks; a pointer-stepping staging loop that skips
+// rows past m, 3.5% less (the staging then cost 6% of the kernel, against 10%); flexible
+// pairs in place of four places per sign, 0.76 ms (0.66x; the kernel alone 0.87 -> 0.65
+// ms: three times fewer overflow entries, each a global reduction per column, which had
+// cost a tenth of the kernel, and fewer zero-row loads). Tried and dropped: overflow
+// entries added into the owning warp's registers (each warp scanning the list, a
+// uniform branch tree picking the register) instead of global reductions, 12% slower.
+// Alternatives measured earlier: a switch over the exact entry count (indirect branches)
+// 1.3 ms, predicating seven places with a sign bit 3x the instructions, the "owned" kernel
+// above (a load and a store per update into a shared-memory Y) 1.7 ms; staged tiles at
+// 64 KiB boundaries, so that a place's address is one logic instruction (col | offset)
+// instead of two, no faster at d = 1024 (0.97 ms either way) and slower at d = 512 (0.83
+// against 0.76 ms); predicating every place on not being the zero row (fewer loads, one
+// compare more per place) was no faster either (1.01 against 0.99 ms at d = 1024, 1.53
+// against 1.30 at d = 2048). ncu at d = 1024 (before the
+// flexible pairs) showed two limits both near, the shared-memory pipe's wavefronts (80% of
+// one per cycle; the data banks only 21% busy) and instruction issue (0.77 per scheduler).
+// Per slot and column tile: 2 wavefronts for the broadcast LDS.128 of the slot (a quarter
+// of all), about 4.3 for the unconditional places and 1.3 for the predicated ones, against
+// 3.9 entries; 44 instructions. Larger d has fewer entries per row of Y and chunk (1.5 at
+// d = 4096 with R = 768), so the per-row costs dominate there.
 #define SC_SLOT_TB 1024         // rows of Y per block at most (sc_sparse_slots' tables)
 #define SC_SLOT_THREADS 1024    // threads per block at most: 64 registers each
 #define SC_SLOT_OVS 256         // staged head of a chunk's overflow list (u32: count, entries)
@@ -456,6 +464,9 @@ extern "C" __global__ void sc_sparse_indices(sc_i64 j0, sc_i64 nj, int d, int nn
 template <int H> struct sc_slot_word;             // the 2 H u16 places of one slot
 template <> struct sc_slot_word<2> { typedef uint2 type; };
 template <> struct sc_slot_word<4> { typedef uint4 type; };
+// Entries per sign the slot builder keeps for a slot: H = 2, one pair per sign; H = 4, a
+// pair per sign and two pairs for either sign (see sc_sparse_slots).
+template <int H> struct sc_slot_cap { static constexpr int value = H == 4 ? 6 : H; };
 
 __device__ __forceinline__ void sc_cp_async_wait_all() {
 #if __CUDA_ARCH__ >= 800
@@ -473,18 +484,25 @@ __device__ __forceinline__ void sc_cp_async8(void* smem, const void* gmem) {
 }
 
 // Slot tables of chunks 0 .. gridDim.x - 1 of rows j0 .. j0 + m - 1 of A, one block per
-// (chunk c, block tb of tbw rows of Y). Slot of row i of the block: 2 H u16, places 0 .. H-1
-// the chunk's rows r (0 .. R - 1) that add into it, H .. 2H-1 those that subtract, R where
-// empty, each as the byte offset r x row_bytes of that row in the staged tile (so
-// R row_bytes < 2^16). Further entries of (c, tb) go to OV[(c ntb + tb) ovstride]: their
-// count, then (r << 22 | minus << 21 | row of Y); ovstride >= 1 + R nb, a multiple of 4.
+// (chunk c, block tb of tbw rows of Y). Slot of row i of the block: H words of two u16
+// places, each the chunk's row r (0 .. R - 1) of an entry as r x unit (its byte offset in
+// the staged tile shifted right by sc_slot_pair's S; R unit < 2^16 and unit even), R where
+// empty. H = 2: a pair of rows that add into row i of Y, a pair that subtract. H = 4: the
+// same two fixed pairs in words 0 and 2, and in words 1 and 3 two flexible pairs for the
+// entries past either sign's first two, minus in bit 0, filled in order. Against four
+// places per sign this keeps three times as many entries at 4 per slot (a Poisson count
+// of mean 2 per sign overflows 1.2% of them instead of 3.8%), each costlier when it
+// overflows (a global reduction per column) than a flexible pair's sign. Further entries
+// of (c, tb) go to OV[(c ntb + tb) ovstride]: their count, then (r << 22 | minus << 21 |
+// row of Y); ovstride >= 1 + R nb, a multiple of 4.
 template <int H>
 __global__ void __launch_bounds__(256)
 sc_sparse_slots(sc_i64 j0, sc_i64 m, int R, int d, int nnz, sc_u64 seed, sc_u64 stream,
-                int tbw, int ntb, int ovstride, int row_bytes,
+                int tbw, int ntb, int ovstride, int unit,
                 typename sc_slot_word<H>::type* SL, unsigned* OV) {
     __shared__ unsigned cnt[SC_SLOT_TB];          // plus count | minus count << 16
-    __shared__ unsigned short ent[SC_SLOT_TB][2 * H];
+    constexpr int CAP = sc_slot_cap<H>::value;     // entries per sign kept for the slot
+    __shared__ unsigned short ent[SC_SLOT_TB][2 * CAP];
     __shared__ unsigned ocount;
     const int tid = threadIdx.x, nt = blockDim.x;
     const sc_i64 c = blockIdx.x;
@@ -519,8 +537,8 @@ sc_sparse_slots(sc_i64 j0, sc_i64 m, int R, int d, int nnz, sc_u64 seed, sc_u64 
                 const unsigned r = (unsigned)(r0 + q * nt);
                 const unsigned old = atomicAdd(&cnt[row[q] - T0], neg[q] ? 0x10000u : 1u);
                 const unsigned rank = neg[q] ? old >> 16 : old & 0xffffu;
-                if (rank < H) {
-                    ent[row[q] - T0][neg[q] * H + rank] = (unsigned short)r;
+                if (rank < CAP) {
+                    ent[row[q] - T0][neg[q] * CAP + rank] = (unsigned short)r;
                 } else {
                     const unsigned o = atomicAdd(&ocount, 1u);
                     ov[1 + o] = (r << 22) | (neg[q] << 21) | (unsigned)row[q];
@@ -531,24 +549,55 @@ sc_sparse_slots(sc_i64 j0, sc_i64 m, int R, int d, int nnz, sc_u64 seed, sc_u64 
     __syncthreads();
     unsigned* sl = reinterpret_cast<unsigned*>(SL + (c * ntb + tb) * (sc_i64)tbw);
     for (int i = tid; i < tbw; i += nt) {
-        const unsigned np = min(cnt[i] & 0xffffu, (unsigned)H);
-        const unsigned nm = min(cnt[i] >> 16, (unsigned)H);
-        unsigned short out[2 * H];
-#pragma unroll
-        for (int v = 0; v < H; ++v) {
-            out[v] = (unsigned short)((v < np ? ent[i][v] : R) * row_bytes);
-            out[H + v] = (unsigned short)((v < nm ? ent[i][H + v] : R) * row_bytes);
+        const int np = min((int)(cnt[i] & 0xffffu), CAP), nm = min((int)(cnt[i] >> 16), CAP);
+        // Place e of a sign (0 .. CAP - 1) as a byte offset, the zero row's past its count.
+        auto place = [&](int neg, int e) {
+            return (unsigned)(unsigned short)((e < (neg ? nm : np) ? ent[i][neg * CAP + e] : R)
+                                              * unit);
+        };
+        auto pair = [&](int neg, int e) {
+            return place(neg, e) | (place(neg, e + 1) << 16) | (unsigned)neg;
+        };
+        if (H == 2) {
+            sl[i * 2] = pair(0, 0);
+            sl[i * 2 + 1] = pair(1, 0) & ~1u;
+            continue;
         }
-#pragma unroll
-        for (int v = 0; v < H; ++v) sl[i * H + v] = out[2 * v] | ((unsigned)out[2 * v + 1] << 16);
+        // H = 4: a fixed pair per sign (words 0 and 2) and two flexible pairs (words 1 and
+        // 3, in that order) for the entries past each sign's first two, the sign in bit 0.
+        // The flexible pairs go where they keep the most entries.
+        const int ep = max(np - 2, 0), eq = max(nm - 2, 0);
+        int wa = 0, kept = -1;
+        for (int t = 0; t <= 2; ++t) {
+            const int k = min(ep, 2 * t) + min(eq, 4 - 2 * t);
+            if (k > kept) { kept = k; wa = t; }
+        }
+        wa = min(wa, (ep + 1) / 2);
+        const int wb = min(2 - wa, (eq + 1) / 2);
+        const unsigned empty = (unsigned)(unsigned short)(R * unit) * 0x10001u;
+        sl[i * 4] = pair(0, 0);
+        sl[i * 4 + 1] = wa ? pair(0, 2) : wb ? pair(1, 2) : empty;
+        sl[i * 4 + 2] = pair(1, 0) & ~1u;
+        sl[i * 4 + 3] = wa == 2 ? pair(0, 4) : wa == 1 ? (wb ? pair(1, 2) : empty)
+                                                        : (wb == 2 ? pair(1, 4) : empty);
+        // Entries no pair holds join the overflow list.
+        for (int neg = 0; neg < 2; ++neg)
+            for (int e = 2 + 2 * (neg ? wb : wa); e < (neg ? nm : np); ++e) {
+                const unsigned o = atomicAdd(&ocount, 1u);
+                ov[1 + o] = ((unsigned)ent[i][neg * CAP + e] << 22) | ((unsigned)neg << 21)
+                            | (unsigned)(T0 + i);
+            }
     }
+    __syncthreads();
     if (tid == 0) ov[0] = ocount;
 }
 
-// Stage chunk c (rows c R .. c R + R - 1 of A's 32 V-column tile Ab, rows past m and
-// columns past ncols zero-filled), its tbw slots (SLb + c slstride) and the head of its
-// overflow list (OVb + c ovstride). Slab offsets fit in 32 bits (rows, columns, chunks; the
-// slot tables are at most _SLOT_BYTES), which keeps the loop state in few registers.
+// Stage chunk c (rows c R .. c R + R - 1 of A's 32 V-column tile Ab, columns past ncols
+// left as they are), its tbw slots (SLb + c slstride) and the head of its overflow list
+// (OVb + c ovstride). Rows past m are not staged: slots and overflow entries name rows
+// below m only, and empty places read the separate zero row; columns past ncols feed only
+// accumulators that are never flushed. The copy loop steps two pointers (its 64-bit index
+// arithmetic had been a tenth of the kernel's instructions).
 template <int H, int V>
 __device__ __forceinline__ void sc_slot_stage(const float* Ab, int m, int ncols, sc_i64 lda,
                                               int R, const typename sc_slot_word<H>::type* SLb,
@@ -559,12 +608,14 @@ __device__ __forceinline__ void sc_slot_stage(const float* Ab, int m, int ncols,
     constexpr int Q = 8 * V;                      // 16-byte pieces per staged row
     const int tid = threadIdx.x, nt = blockDim.x;
     // Each thread copies the same piece cq of every (nt / Q)-th row.
-    const int cq = tid & (Q - 1);
-    const bool col_ok = 4 * cq < ncols;
-    for (int rr = tid / Q; rr < R; rr += nt / Q) {
-        const int r = c * R + rr;
-        const bool valid = col_ok && r < m;
-        sc_cp_async16(stage + rr * 32 * V + 4 * cq, valid ? Ab + r * lda + 4 * cq : Ab, valid);
+    const int cq = tid & (Q - 1), step = nt / Q;
+    const int rows = min(R, m - c * R);
+    if (4 * cq < ncols) {
+        const float* src = Ab + (sc_i64)(c * R + tid / Q) * lda + 4 * cq;
+        const sc_i64 src_step = (sc_i64)step * lda;
+        float* dst = stage + (tid / Q) * 32 * V + 4 * cq;
+        for (int rr = tid / Q; rr < rows; rr += step, src += src_step, dst += step * 32 * V)
+            sc_cp_async16(dst, src, true);
     }
     const typename sc_slot_word<H>::type* src = SLb + c * slstride;
     for (int i = tid; i < tbw; i += nt) {
@@ -576,39 +627,43 @@ __device__ __forceinline__ void sc_slot_stage(const float* Ab, int m, int ncols,
         sc_cp_async16(ovs + 4 * i, ovsrc + 4 * i, true);
 }
 
-// The staged values at the two byte offsets of a slot word s (low and high 16 bits) from
-// this thread's columns. Offsets in bytes make an address one integer add after the
-// extraction (offsets in rows cost a shift, a mask and two adds per place: 8 instructions
-// per place, which left the kernel issue-bound).
-template <int V>
+// The staged values at the two places of a slot word s (low and high 16 bits, bit 0 a
+// sign) from this thread's columns. A place is a byte offset shifted right by S: S = 0
+// makes an address one integer add after the extraction (offsets in rows cost a shift, a
+// mask and two adds per place: 8 instructions per place, which left the kernel
+// issue-bound); S = 1 halves the offsets for chunks up to twice as long, at about 1.5
+// instructions more per place.
+template <int V, int S>
 __device__ __forceinline__ typename sc_fvec<V>::type sc_slot_pair(const char* col, unsigned s) {
     typedef typename sc_fvec<V>::type vec;
-    return sc_fvec<V>::add(*reinterpret_cast<const vec*>(col + (s & 0xffffu)),
-                           *reinterpret_cast<const vec*>(col + (s >> 16)));
+    return sc_fvec<V>::add(*reinterpret_cast<const vec*>(col + ((s & 0xfffeu) << S)),
+                           *reinterpret_cast<const vec*>(col + ((s >> 16) << S)));
 }
 
 // A slot's sum of plus entries minus minus entries. Places fill in order, so a word (two
-// places) equal to `empty` (both places the zero row) ends its sign's entries: it is
-// skipped, a branch that is uniform over the warp (all lanes read the same slot), sparing
-// the shared-memory traffic of the zero-row loads (about half of the places at 2 entries
-// per sign, on average).
-template <int H, int V> struct sc_slot_sum;
-template <int V> struct sc_slot_sum<4, V> {
+// places) equal to `empty` (both places the zero row) ends its entries: it is skipped, a
+// branch that is uniform over the warp (all lanes read the same slot), sparing the
+// shared-memory traffic of the zero-row loads.
+template <int H, int V, int S> struct sc_slot_sum;
+template <int V, int S> struct sc_slot_sum<4, V, S> {
     typedef sc_fvec<V> F;
     static __device__ __forceinline__ typename F::type get(uint4 s, const char* col,
                                                            unsigned empty) {
-        typename F::type plus = sc_slot_pair<V>(col, s.x), minus = sc_slot_pair<V>(col, s.z);
-        if (s.y != empty) plus = F::add(plus, sc_slot_pair<V>(col, s.y));
-        if (s.w != empty) minus = F::add(minus, sc_slot_pair<V>(col, s.w));
-        return F::sub(plus, minus);
+        typename F::type v = F::sub(sc_slot_pair<V, S>(col, s.x), sc_slot_pair<V, S>(col, s.z));
+        if (s.y != empty) {                              // flexible pairs: signed, in order
+            v = F::add(v, F::flip(sc_slot_pair<V, S>(col, s.y), s.y << 31));
+            if (s.w != empty)
+                v = F::add(v, F::flip(sc_slot_pair<V, S>(col, s.w), s.w << 31));
+        }
+        return v;
     }
 };
-template <int V> struct sc_slot_sum<2, V> {
+template <int V, int S> struct sc_slot_sum<2, V, S> {
     typedef sc_fvec<V> F;
     static __device__ __forceinline__ typename F::type get(uint2 s, const char* col,
                                                            unsigned empty) {
-        const typename F::type plus = s.x != empty ? sc_slot_pair<V>(col, s.x) : F::zero();
-        return s.y != empty ? F::sub(plus, sc_slot_pair<V>(col, s.y)) : plus;
+        const typename F::type plus = s.x != empty ? sc_slot_pair<V, S>(col, s.x) : F::zero();
+        return s.y != empty ? F::sub(plus, sc_slot_pair<V, S>(col, s.y)) : plus;
     }
 };
 
@@ -616,7 +671,7 @@ template <int V> struct sc_slot_sum<2, V> {
 // contiguous ranges (per_block pairs each), so that every multiprocessor gets the same
 // work: a range may end one tile and start the next, flushing Y in between.
 // blockDim.x = V tbw threads.
-template <int H, int V>
+template <int H, int V, int S>
 __global__ void __launch_bounds__(SC_SLOT_THREADS, 1)
 sc_sparse_apply_slots(const float* A, int m, sc_i64 n, sc_i64 lda, int d, int R,
                       const typename sc_slot_word<H>::type* SL, const unsigned* OV,
@@ -668,10 +723,10 @@ sc_sparse_apply_slots(const float* A, int m, sc_i64 n, sc_i64 lda, int d, int R,
         const word* sl = slots0 + buf * tbw + w * K;
         const float* col = stage0 + buf * sstride + V * lane;
         const char* colb = reinterpret_cast<const char*>(col);
-        const unsigned empty = (unsigned)(R * TILE * 4) * 0x10001u;   // two zero-row places
+        const unsigned empty = (unsigned)(R * TILE * 4 >> S) * 0x10001u;   // two zero-row places
 #pragma unroll
         for (int k = 0; k < K; ++k)
-            acc[k] = F::add(acc[k], sc_slot_sum<H, V>::get(sl[k], colb, empty));
+            acc[k] = F::add(acc[k], sc_slot_sum<H, V, S>::get(sl[k], colb, empty));
         // Entries beyond the slots' places: one coalesced reduction per entry and column
         // into Y, from the staged tile (the list's head is staged; a longer list reads on
         // from L2).

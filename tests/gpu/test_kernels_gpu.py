@@ -147,6 +147,8 @@ def test_sparse_apply_owned_slabs_and_vectors(monkeypatch, vector):
 @pytest.mark.parametrize("vector", [1, 2])
 @pytest.mark.parametrize("d,m,n,nnz,plan", [
     (512, 5000, 96, 8, (240, 4)),    # 3.75 (7.5) entries per row of Y and chunk: overflow
+    (64, 4000, 32, 8, (240, 4)),     # 30 (60) per row: full flexible pairs, most overflow
+    (2048, 5000, 64, 8, (384, 4)),   # chunks too long for byte offsets (halved), 2 blocks
     (1024, 6000, 64, 8, (240, 2)),   # two places per sign, some overflow
     (2500, 7000, 40, 3, None),       # several blocks of rows of Y, the last one partial
     (64, 3001, 36, 8, None),         # few warps per block, a ragged last chunk

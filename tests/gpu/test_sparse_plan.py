@@ -16,8 +16,11 @@ def test_slot_layout_fits_offsets_shared_memory_and_budget(vector, optin, d, nnz
     threads = vector * tbw                 # a warp holds 32 / vector rows of Y
     assert threads % 32 == 0 and threads <= _sparse._SLOT_THREADS and tbw <= _sparse._SLOT_TB
     assert ntb * tbw >= d > (ntb - 1) * tbw
-    # A row's byte offset in the staged tile, the zero row's too, fits a slot's 16 bits.
-    assert 16 <= R and R * 128 * vector < 1 << 16
+    # A row's byte offset in the staged tile, the zero row's too, shifted right by the
+    # plan's shift, fits a slot's 16 bits with bit 0 left for a sign.
+    shift = _sparse._slot_shift(R, vector)
+    assert 16 <= R and shift in (0, 1) and (R * 128 * vector) >> shift <= 0xfffe
+    assert shift == 0 or R * 128 * vector > 0xfffe             # bytes whenever they fit
     assert H in (2, 4)
     smem = _sparse._slot_smem(R, H, tbw, vector)
     assert smem == 2 * ((R + 1) * 32 * vector * 4 + tbw * 4 * H + _sparse._SLOT_OVS * 4)
@@ -37,14 +40,21 @@ def test_slot_layout_fits_offsets_shared_memory_and_budget(vector, optin, d, nnz
 
 
 def test_dense_chunks_take_four_places_per_sign():
-    """About 4 entries per row of Y and chunk (d = 1024, nnz = 8): H = 4, R just under the
-    16-bit offset limit; sparse chunks (d = 4096): H = 2. Two columns per thread: rows of
-    twice the bytes, chunks half as long, blocks of half the rows of Y."""
+    """About 4 entries per row of Y and chunk (d = 1024, nnz = 8): H = 4, R = 4 d / nnz
+    cut to the longest chunk with byte offsets (shift 0); sparser chunks as long as shared
+    memory allows (d = 4096: 768 rows, 1.5 entries per row of Y, halved offsets): H = 2.
+    Two columns per thread: rows of twice the bytes, chunks as long as two such tiles
+    allow, blocks of half the rows of Y. Tables too large for one slab are split into
+    slabs of equal length."""
     tbw, _, R, H, _, slab = _sparse._slot_layout(1_000_000, 1024, 8, 227 * 1024)
     assert (tbw, R, H) == (1024, 511, 4) and slab >= 1_000_000        # one slab of tables
-    assert _sparse._slot_layout(1_000_000, 4096, 8, 227 * 1024)[3] == 2
+    assert _sparse._slot_shift(R, 1) == 0
+    R, H = _sparse._slot_layout(1_000_000, 4096, 8, 227 * 1024)[2:4]
+    assert (R, H) == (768, 2) and _sparse._slot_shift(R, 1) == 1
     tbw, ntb, R, H, _, _ = _sparse._slot_layout(1_000_000, 1024, 8, 227 * 1024, 2)
-    assert (tbw, ntb, R, H) == (512, 2, 255, 2)
+    assert (tbw, ntb, R, H) == (512, 2, 416, 4)
+    slab = _sparse._slot_layout(1_000_000, 2048, 8, 227 * 1024)[5]
+    assert 500_000 <= slab < 500_000 + 768
 
 
 def test_small_d_shares_a_multiprocessor():
