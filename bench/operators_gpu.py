@@ -11,6 +11,9 @@ import numpy as np
 from bench.gpu_common import cuda_time, GpuBench
 
 
+SKETCH_SIZES = (512, 1024, 2048, 4096)   # rows d of the sparse sketches of A (m x 256)
+
+
 def main():
     import cupy
     from sketchcore import _cuda
@@ -30,7 +33,7 @@ def main():
 
     copy_t = cuda_time(d2d_copy)
     seed, stream = 1, make_stream("sparse_sign", 0, 0)
-    for d in (512, 1024, 4096):
+    for d in SKETCH_SIZES:
         cased = f"{case}, d={d}"
         bench.add(cased, "device copy", copy_t)
         torch_impl = None
@@ -96,10 +99,13 @@ def main():
         lambda: _cuda.srht_left(A, rows, seed, make_stream("srht", 0, 0))),
         baseline="device copy")
     bench.notes.append("CountSketch / SparseSign targets: within 2x of a device copy "
-                       "(speed-up vs device copy >= 0.5).")
+                       "(speed-up vs device copy >= 0.5). sketchcore's own sketches of a "
+                       "256-column matrix have d <= 4 x 256 = 1024 (lstsq's default); d = 2048 "
+                       "and 4096 are larger sketches, with fewer rows of A per row of Y in "
+                       "each chunk the slots kernel stages.")
     from sketchcore._cuda import _sparse
     from sketchcore._cuda._loader import device_properties
-    too_big = [d for d in (512, 1024, 4096) if _sparse._owned_smem(d, 8) > device_properties()[1]]
+    too_big = [d for d in SKETCH_SIZES if _sparse._owned_smem(d, 8) > device_properties()[1]]
     if too_big:   # say which "owned" rows actually ran another kernel
         bench.notes.append(f"kernel=owned needs d x 32 floats of shared memory; at d = "
                            f"{', '.join(map(str, too_big))} it falls back to kernel=red "
