@@ -44,19 +44,19 @@ _SLOT_TB = 1024            # SC_SLOT_TB in sparse.cu: rows of Y per block at mos
 _SLOT_THREADS = 1024       # SC_SLOT_THREADS in sparse.cu: threads per block at most
 _SLOT_OVS = 256            # SC_SLOT_OVS in sparse.cu: staged head of an overflow list
 _SLOT_SLAB = 1 << 20       # rows of A per slab of slot tables at most (one slab at 1e6 rows)
-_SLOT_BYTES = 64 << 20     # slot tables + overflow lists of a slab at most (large d: shorter)
+_SLOT_BYTES = 128 << 20    # slot tables + overflow lists of a slab at most (large d: shorter)
 
 
 def _slot_r_max(vector):
-    """Longest chunk of the "slots" kernel: slots hold the byte offsets of rows, r x 128 V
-    (the zero row's: R), shifted right by at most one (_slot_shift), in 16 bits with bit 0
-    free for a sign."""
-    return 0xfffe // (64 * vector)
+    """Longest chunk of the "slots" kernel: a slot word's low half holds the byte offset
+    r x 128 V of a row (the zero row's: R) shifted right by two in its bits 1 .. 14 (shift
+    1, see sc_slot_pair)."""
+    return 4 * 0x7ffe // (128 * vector)
 
 
 def _slot_shift(R, vector):
-    """Shift S of the "slots" kernel's places: 0 (byte offsets, the cheaper address) when
-    the chunk's offsets fit 16 bits, else 1."""
+    """Shift S of the "slots" kernel's places: 0 (plain byte offsets in both halves, one
+    instruction fewer per slot word) when the chunk's offsets fit 16 bits, else 1."""
     return 0 if R * 128 * vector <= 0xfffe else 1
 
 
@@ -138,7 +138,7 @@ def _apply_slots(A, m, n, lda, d, nnz, seed, stream, Y, ldy, zero_y=False):
         chunks = -(-rows // R)
         launch(f"sc_sparse_slots<{H}>", (chunks, ntb), (256,),
                (i64(j0), i64(rows), i32(R), i32(d), i32(nnz), u64(seed), u64(stream),
-                i32(tbw), i32(ntb), i32(ovstride), i32(128 * V >> shift), SL, OV))
+                i32(tbw), i32(ntb), i32(ovstride), i32(128 * V), i32(shift), SL, OV))
         if zero_y:
             zero(Y)
             zero_y = False

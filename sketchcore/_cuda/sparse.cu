@@ -464,9 +464,9 @@ extern "C" __global__ void sc_sparse_indices(sc_i64 j0, sc_i64 nj, int d, int nn
 template <int H> struct sc_slot_word;             // the 2 H u16 places of one slot
 template <> struct sc_slot_word<2> { typedef uint2 type; };
 template <> struct sc_slot_word<4> { typedef uint4 type; };
-// Entries per sign the slot builder keeps for a slot: H = 2, one pair per sign; H = 4, a
-// pair per sign and two pairs for either sign (see sc_sparse_slots).
-template <int H> struct sc_slot_cap { static constexpr int value = H == 4 ? 6 : H; };
+// Entries per sign the slot builder keeps for a slot: H = 2, two pairs for either sign;
+// H = 4, a pair per sign and two pairs for either sign (see sc_sparse_slots).
+template <int H> struct sc_slot_cap { static constexpr int value = H == 4 ? 6 : 4; };
 
 __device__ __forceinline__ void sc_cp_async_wait_all() {
 #if __CUDA_ARCH__ >= 800
@@ -485,20 +485,21 @@ __device__ __forceinline__ void sc_cp_async8(void* smem, const void* gmem) {
 
 // Slot tables of chunks 0 .. gridDim.x - 1 of rows j0 .. j0 + m - 1 of A, one block per
 // (chunk c, block tb of tbw rows of Y). Slot of row i of the block: H words of two u16
-// places, each the chunk's row r (0 .. R - 1) of an entry as r x unit (its byte offset in
-// the staged tile shifted right by sc_slot_pair's S; R unit < 2^16 and unit even), R where
-// empty. H = 2: a pair of rows that add into row i of Y, a pair that subtract. H = 4: the
-// same two fixed pairs in words 0 and 2, and in words 1 and 3 two flexible pairs for the
-// entries past either sign's first two, minus in bit 0, filled in order. Against four
-// places per sign this keeps three times as many entries at 4 per slot (a Poisson count
-// of mean 2 per sign overflows 1.2% of them instead of 3.8%), each costlier when it
+// places, each the chunk's row r (0 .. R - 1) of an entry or R (the zero row) where empty,
+// encoded from its byte offset r x row_bytes in the staged tile as sc_slot_pair<V, shift>
+// reads it. H = 4: a fixed pair of rows that add into row i of Y (word 0), one of rows
+// that subtract (word 2), and in words 1 and 3 two flexible pairs for the entries past
+// either sign's first two, minus in bit 0, filled in order. H = 2: two flexible pairs.
+// Against four places per sign (two pairs per sign for H = 2) this keeps three times as
+// many entries at 4 per slot (a Poisson count of mean 2 per sign overflows 1.2% of them
+// instead of 3.8%; 3.2% instead of 6.5% for H = 2 at 1.5 per slot), each costlier when it
 // overflows (a global reduction per column) than a flexible pair's sign. Further entries
 // of (c, tb) go to OV[(c ntb + tb) ovstride]: their count, then (r << 22 | minus << 21 |
 // row of Y); ovstride >= 1 + R nb, a multiple of 4.
 template <int H>
 __global__ void __launch_bounds__(256)
 sc_sparse_slots(sc_i64 j0, sc_i64 m, int R, int d, int nnz, sc_u64 seed, sc_u64 stream,
-                int tbw, int ntb, int ovstride, int unit,
+                int tbw, int ntb, int ovstride, int row_bytes, int shift,
                 typename sc_slot_word<H>::type* SL, unsigned* OV) {
     __shared__ unsigned cnt[SC_SLOT_TB];          // plus count | minus count << 16
     constexpr int CAP = sc_slot_cap<H>::value;     // entries per sign kept for the slot
@@ -526,8 +527,9 @@ sc_sparse_slots(sc_i64 j0, sc_i64 m, int R, int d, int nnz, sc_u64 seed, sc_u64 
 #pragma unroll
             for (int q = 0; q < 2; ++q) {
                 const int r = r0 + q * nt;
-                const int h = sc_sparse_hash_in_band(seed, stream, j0 + c * R + r, t, nnz, lo,
-                                                     width);
+                // (No hash past the chunk: at R = 768 and 256 threads that was a quarter.)
+                const int h = r < rows ? sc_sparse_hash_in_band(seed, stream, j0 + c * R + r,
+                                                                t, nnz, lo, width) : -1;
                 row[q] = r < rows ? h & 0x7fffffff : -1;
                 neg[q] = (unsigned)h >> 31;
             }
@@ -550,23 +552,22 @@ sc_sparse_slots(sc_i64 j0, sc_i64 m, int R, int d, int nnz, sc_u64 seed, sc_u64 
     unsigned* sl = reinterpret_cast<unsigned*>(SL + (c * ntb + tb) * (sc_i64)tbw);
     for (int i = tid; i < tbw; i += nt) {
         const int np = min((int)(cnt[i] & 0xffffu), CAP), nm = min((int)(cnt[i] >> 16), CAP);
-        // Place e of a sign (0 .. CAP - 1) as a byte offset, the zero row's past its count.
-        auto place = [&](int neg, int e) {
-            return (unsigned)(unsigned short)((e < (neg ? nm : np) ? ent[i][neg * CAP + e] : R)
-                                              * unit);
+        // Row of place e of a sign (0 .. CAP - 1), the zero row's past its count, and the
+        // low and high halves of a word (sc_slot_pair): byte offsets >> 2 shift, >> shift.
+        auto row = [&](int neg, int e) {
+            return (unsigned)(e < (neg ? nm : np) ? ent[i][neg * CAP + e] : R);
         };
         auto pair = [&](int neg, int e) {
-            return place(neg, e) | (place(neg, e + 1) << 16) | (unsigned)neg;
+            return ((row(neg, e) * row_bytes) >> (2 * shift))
+                   | (((row(neg, e + 1) * row_bytes) >> shift) << 16) | (unsigned)neg;
         };
-        if (H == 2) {
-            sl[i * 2] = pair(0, 0);
-            sl[i * 2 + 1] = pair(1, 0) & ~1u;
-            continue;
-        }
-        // H = 4: a fixed pair per sign (words 0 and 2) and two flexible pairs (words 1 and
-        // 3, in that order) for the entries past each sign's first two, the sign in bit 0.
-        // The flexible pairs go where they keep the most entries.
-        const int ep = max(np - 2, 0), eq = max(nm - 2, 0);
+        const unsigned empty = ((R * row_bytes) >> (2 * shift))
+                               | (((unsigned)(R * row_bytes) >> shift) << 16);
+        // F fixed entries per sign (H = 4: words 0 and 2, unsigned), then two flexible
+        // pairs, signed and in order, for the entries past them, placed where they keep the
+        // most entries.
+        constexpr int F = CAP - 4;
+        const int ep = max(np - F, 0), eq = max(nm - F, 0);
         int wa = 0, kept = -1;
         for (int t = 0; t <= 2; ++t) {
             const int k = min(ep, 2 * t) + min(eq, 4 - 2 * t);
@@ -574,15 +575,17 @@ sc_sparse_slots(sc_i64 j0, sc_i64 m, int R, int d, int nnz, sc_u64 seed, sc_u64 
         }
         wa = min(wa, (ep + 1) / 2);
         const int wb = min(2 - wa, (eq + 1) / 2);
-        const unsigned empty = (unsigned)(unsigned short)(R * unit) * 0x10001u;
-        sl[i * 4] = pair(0, 0);
-        sl[i * 4 + 1] = wa ? pair(0, 2) : wb ? pair(1, 2) : empty;
-        sl[i * 4 + 2] = pair(1, 0) & ~1u;
-        sl[i * 4 + 3] = wa == 2 ? pair(0, 4) : wa == 1 ? (wb ? pair(1, 2) : empty)
-                                                        : (wb == 2 ? pair(1, 4) : empty);
+        const unsigned flex0 = wa ? pair(0, F) : wb ? pair(1, F) : empty;
+        const unsigned flex1 = wa == 2 ? pair(0, F + 2) : wa == 1 ? (wb ? pair(1, F) : empty)
+                                                                : (wb == 2 ? pair(1, F + 2) : empty);
+        if (H == 2)      // one vector store per slot: the warp writes one contiguous run
+            reinterpret_cast<uint2*>(sl)[i] = make_uint2(flex0, flex1);
+        else
+            reinterpret_cast<uint4*>(sl)[i] = make_uint4(pair(0, 0), flex0, pair(1, 0) & ~1u,
+                                                         flex1);
         // Entries no pair holds join the overflow list.
         for (int neg = 0; neg < 2; ++neg)
-            for (int e = 2 + 2 * (neg ? wb : wa); e < (neg ? nm : np); ++e) {
+            for (int e = F + 2 * (neg ? wb : wa); e < (neg ? nm : np); ++e) {
                 const unsigned o = atomicAdd(&ocount, 1u);
                 ov[1 + o] = ((unsigned)ent[i][neg * CAP + e] << 22) | ((unsigned)neg << 21)
                             | (unsigned)(T0 + i);
@@ -627,17 +630,19 @@ __device__ __forceinline__ void sc_slot_stage(const float* Ab, int m, int ncols,
         sc_cp_async16(ovs + 4 * i, ovsrc + 4 * i, true);
 }
 
-// The staged values at the two places of a slot word s (low and high 16 bits, bit 0 a
-// sign) from this thread's columns. A place is a byte offset shifted right by S: S = 0
-// makes an address one integer add after the extraction (offsets in rows cost a shift, a
-// mask and two adds per place: 8 instructions per place, which left the kernel
-// issue-bound); S = 1 halves the offsets for chunks up to twice as long, at about 1.5
-// instructions more per place.
+// The staged values at the two places of a slot word s from this thread's columns: byte
+// offsets in the staged tile, S = 0 as the low and high 16 bits (bit 0 a sign), for chunks
+// up to 2^16 bytes; S = 1 the low half's offset >> 2 (bits 1..14) and the high half's >> 1,
+// for chunks up to twice as long. Either way an address is an add after one logic
+// instruction for the low half and a single shift-and-add for the high half (offsets in
+// rows cost a shift, a mask and two adds per place: 8 instructions per place, which left
+// the kernel issue-bound; scaling both halves by two cost 12 instructions more per slot).
 template <int V, int S>
 __device__ __forceinline__ typename sc_fvec<V>::type sc_slot_pair(const char* col, unsigned s) {
     typedef typename sc_fvec<V>::type vec;
-    return sc_fvec<V>::add(*reinterpret_cast<const vec*>(col + ((s & 0xfffeu) << S)),
-                           *reinterpret_cast<const vec*>(col + ((s >> 16) << S)));
+    const unsigned lo = S ? (s & 0x7ffeu) << 2 : s & 0xfffeu, hi = s >> (16 - S);
+    return sc_fvec<V>::add(*reinterpret_cast<const vec*>(col + lo),
+                           *reinterpret_cast<const vec*>(col + hi));
 }
 
 // A slot's sum of plus entries minus minus entries. Places fill in order, so a word (two
@@ -662,8 +667,12 @@ template <int V, int S> struct sc_slot_sum<2, V, S> {
     typedef sc_fvec<V> F;
     static __device__ __forceinline__ typename F::type get(uint2 s, const char* col,
                                                            unsigned empty) {
-        const typename F::type plus = s.x != empty ? sc_slot_pair<V, S>(col, s.x) : F::zero();
-        return s.y != empty ? F::sub(plus, sc_slot_pair<V, S>(col, s.y)) : plus;
+        typename F::type v = F::zero();
+        if (s.x != empty) {                              // flexible pairs: signed, in order
+            v = F::flip(sc_slot_pair<V, S>(col, s.x), s.x << 31);
+            if (s.y != empty) v = F::add(v, F::flip(sc_slot_pair<V, S>(col, s.y), s.y << 31));
+        }
+        return v;
     }
 };
 
@@ -723,7 +732,9 @@ sc_sparse_apply_slots(const float* A, int m, sc_i64 n, sc_i64 lda, int d, int R,
         const word* sl = slots0 + buf * tbw + w * K;
         const float* col = stage0 + buf * sstride + V * lane;
         const char* colb = reinterpret_cast<const char*>(col);
-        const unsigned empty = (unsigned)(R * TILE * 4 >> S) * 0x10001u;   // two zero-row places
+        // Two zero-row places (sc_slot_pair's halves).
+        const unsigned empty = (unsigned)(R * TILE * 4) >> (2 * S)
+                               | (unsigned)(R * TILE * 4) >> S << 16;
 #pragma unroll
         for (int k = 0; k < K; ++k)
             acc[k] = F::add(acc[k], sc_slot_sum<H, V, S>::get(sl[k], colb, empty));

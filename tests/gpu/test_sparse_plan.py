@@ -53,7 +53,8 @@ def test_dense_chunks_take_four_places_per_sign():
     assert (R, H) == (768, 2) and _sparse._slot_shift(R, 1) == 1
     tbw, ntb, R, H, _, _ = _sparse._slot_layout(1_000_000, 1024, 8, 227 * 1024, 2)
     assert (tbw, ntb, R, H) == (512, 2, 416, 4)
-    slab = _sparse._slot_layout(1_000_000, 2048, 8, 227 * 1024)[5]
+    assert _sparse._slot_layout(1_000_000, 4096, 8, 227 * 1024)[5] >= 1_000_000
+    slab = _sparse._slot_layout(1_000_000, 16384, 8, 227 * 1024)[5]
     assert 500_000 <= slab < 500_000 + 768
 
 
