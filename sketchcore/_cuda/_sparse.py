@@ -72,9 +72,10 @@ def _slot_plan(d, nnz, tbw, optin, vector=1):
     fits them (_slot_shift: halved offsets cost instructions). Measured on an H200 at nnz =
     8 (1e6 x 256, ms): d = 1024, with offsets in rows, R = 384, 512, 640, 768 with four
     places per sign took 1.47, 1.26, 1.24, 1.43 (longer chunks overflow more); with byte
-    offsets R = 496 and 511 1.02 and 1.00, 0.76-0.88 with flexible pairs; d = 2048, R =
-    511 / 768 with H = 4 1.32 / 1.14 (H = 2: 1.35 / 1.83); d = 4096, R = 511 / 768 with H =
-    2 2.16 / 1.81 (H = 4: 2.40 / 1.85)."""
+    offsets R = 496 and 511 1.02 and 1.00, 0.76-0.88 with flexible pairs. With flexible
+    pairs on a slower machine: d = 2048, R = 511, 640, 768 with H = 4 1.31, 1.19, 1.08
+    (R = 768, H = 2: 1.44); d = 4096, R = 768 with H = 2 / 4 1.61 / 1.72, R = 511 with
+    H = 2 1.87."""
     fit = (optin - 2 * (tbw * 16 + _SLOT_OVS * 4)) // (2 * 32 * vector * 4) - 1   # two tiles
     fit = max(16, min(fit // 16 * 16, _slot_r_max(vector)))
     R = max(16, min(fit, 4 * d // nnz))

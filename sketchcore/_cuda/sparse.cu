@@ -440,9 +440,12 @@ extern "C" __global__ void sc_sparse_indices(sc_i64 j0, sc_i64 nj, int d, int nn
 // rows past m, 3.5% less (the staging then cost 6% of the kernel, against 10%); flexible
 // pairs in place of four places per sign, 0.76 ms (0.66x; the kernel alone 0.87 -> 0.65
 // ms: three times fewer overflow entries, each a global reduction per column, which had
-// cost a tenth of the kernel, and fewer zero-row loads). Tried and dropped: overflow
-// entries added into the owning warp's registers (each warp scanning the list, a
-// uniform branch tree picking the register) instead of global reductions, 12% slower.
+// cost a tenth of the kernel, and fewer zero-row loads). d = 2048 (ntb = 2 blocks of rows
+// of Y), in the same runs: 1.31 -> 0.93 ms (0.38x -> 0.53x) with flexible pairs, chunks of
+// 768 rows (halved offsets) and one slab of tables; d = 4096, 2.12 -> 1.46 ms (0.34x).
+// Tried and dropped: overflow entries added into the owning warp's registers (each warp
+// scanning the list, a uniform branch tree picking the register) instead of global
+// reductions, 12% slower.
 // Alternatives measured earlier: a switch over the exact entry count (indirect branches)
 // 1.3 ms, predicating seven places with a sign bit 3x the instructions, the "owned" kernel
 // above (a load and a store per update into a shared-memory Y) 1.7 ms; staged tiles at
@@ -576,8 +579,9 @@ sc_sparse_slots(sc_i64 j0, sc_i64 m, int R, int d, int nnz, sc_u64 seed, sc_u64 
         wa = min(wa, (ep + 1) / 2);
         const int wb = min(2 - wa, (eq + 1) / 2);
         const unsigned flex0 = wa ? pair(0, F) : wb ? pair(1, F) : empty;
-        const unsigned flex1 = wa == 2 ? pair(0, F + 2) : wa == 1 ? (wb ? pair(1, F) : empty)
-                                                                : (wb == 2 ? pair(1, F + 2) : empty);
+        const unsigned flex1 = wa == 2   ? pair(0, F + 2)
+                               : wa == 1 ? (wb ? pair(1, F) : empty)
+                                         : (wb == 2 ? pair(1, F + 2) : empty);
         if (H == 2)      // one vector store per slot: the warp writes one contiguous run
             reinterpret_cast<uint2*>(sl)[i] = make_uint2(flex0, flex1);
         else
