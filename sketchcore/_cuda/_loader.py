@@ -40,7 +40,7 @@ OPTIONS = ("-std=c++17", "--fmad=false")
 
 GEMM_TILES = ((64, 64), (128, 32), (256, 16))
 OWNED_VECTORS = (1, 2)   # columns per thread of sc_sparse_apply_owned
-SLOT_PLACES = (2, 4)     # places per sign in a slot of sc_sparse_apply_slots
+SLOT_PLACES = (2, 4)     # words (place pairs) per slot of sc_sparse_apply_slots
 SLOT_VECTORS = (1, 2)    # columns per thread of sc_sparse_apply_slots
 SLOT_SHIFTS = (0, 1)     # place = byte offset >> shift in sc_sparse_apply_slots' slots
 FWHT_TILE_STAGES = range(4, 11)   # stages per pass of sc_fwht_tile (_fwht.TILE_*_STAGES)

@@ -453,12 +453,12 @@ extern "C" __global__ void sc_sparse_indices(sc_i64 j0, sc_i64 nj, int d, int nn
 // instead of two, no faster at d = 1024 (0.97 ms either way) and slower at d = 512 (0.83
 // against 0.76 ms); predicating every place on not being the zero row (fewer loads, one
 // compare more per place) was no faster either (1.01 against 0.99 ms at d = 1024, 1.53
-// against 1.30 at d = 2048). ncu at d = 1024 (before the
-// flexible pairs) showed two limits both near, the shared-memory pipe's wavefronts (80% of
-// one per cycle; the data banks only 21% busy) and instruction issue (0.77 per scheduler).
-// Per slot and column tile: 2 wavefronts for the broadcast LDS.128 of the slot (a quarter
-// of all), about 4.3 for the unconditional places and 1.3 for the predicated ones, against
-// 3.9 entries; 44 instructions. Larger d has fewer entries per row of Y and chunk (1.5 at
+// against 1.30 at d = 2048). ncu at d = 1024 (before the flexible pairs) showed two limits
+// both near, the shared-memory pipe's wavefronts (80% of one per cycle; the data banks only
+// 21% busy) and instruction issue (0.77 per scheduler). Per slot and column tile: 2
+// wavefronts for the broadcast LDS.128 of the slot (a quarter of all), about 4.3 for the
+// unconditional places and 1.3 for the predicated ones, against 3.9 entries; 44
+// instructions. Larger d has fewer entries per row of Y and chunk (1.5 at
 // d = 4096 with R = 768), so the per-row costs dominate there.
 #define SC_SLOT_TB 1024         // rows of Y per block at most (sc_sparse_slots' tables)
 #define SC_SLOT_THREADS 1024    // threads per block at most: 64 registers each

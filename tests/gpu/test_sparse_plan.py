@@ -39,7 +39,7 @@ def test_slot_layout_fits_offsets_shared_memory_and_budget(vector, optin, d, nnz
     assert blocks == 1 or blocks * (smem + 1024) <= optin + 1024
 
 
-def test_dense_chunks_take_four_places_per_sign():
+def test_slot_plan_follows_the_entries_per_row():
     """About 4 entries per row of Y and chunk (d = 1024, nnz = 8): H = 4, R = 4 d / nnz
     cut to the longest chunk with byte offsets (shift 0); sparser chunks as long as shared
     memory allows (d = 4096: 768 rows, 1.5 entries per row of Y, halved offsets): H = 2.
