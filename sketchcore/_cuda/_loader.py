@@ -81,8 +81,9 @@ def name_expressions():
         exprs += [f"sc_pivoted_cholesky<{t}>"]
     for h in SLOT_PLACES:
         exprs += [f"sc_sparse_slots<{h}>"]
-        exprs += [f"sc_sparse_apply_slots<{h}, {v}, {sh}>" for v in SLOT_VECTORS
+        exprs += [f"sc_sparse_apply_slots<{h}, {v}, {sh}, 1>" for v in SLOT_VECTORS
                   for sh in SLOT_SHIFTS]
+        exprs += [f"sc_sparse_apply_slots<{h}, 1, {sh}, 2>" for sh in SLOT_SHIFTS]
     for bm, bn in GEMM_TILES:
         for combo in gemm_combos():
             exprs.append(gemm_name(*combo, bm, bn, False))

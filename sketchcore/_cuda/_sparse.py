@@ -37,67 +37,83 @@ SLOTS_MIN_D = 128
 #: 0.83, 0.78, 0.78 with two; d = 1024, 2048: 1.00, 1.32 with one and 1.10, 1.61 with two
 #: (blocks of 512 rows read each tile of A twice as often, in chunks half as long).
 SLOT_VECTOR = None
+#: Lane groups per warp of the "slots" kernel with one column per thread (1 or 2; see
+#: sc_sparse_apply_slots), or None: 2 where one group per warp would need more than one
+#: block of rows of Y (d > 1024), else 1. Two groups give 16-column tiles, blocks of 2048
+#: rows of Y and chunks twice as long. Measured on an H200 in one run (nnz = 8, 1e6 x 256,
+#: ms, one / two groups): d = 1024, 0.82 / 0.98; d = 2048, 1.00 / 1.02; d = 4096,
+#: 1.53 / 1.33; d = 8192, 2.42 / 2.03.
+SLOT_GROUPS = None
 
 _OWN_C, _OWN_R = 32, 64    # SC_OWN_C, SC_OWN_R in sparse.cu
 _OWN_SLAB = _OWN_R << 16   # rows per launch: bounds the hash buffer (rows x nnz int32)
-_SLOT_TB = 1024            # SC_SLOT_TB in sparse.cu: rows of Y per block at most
+_SLOT_TB = 2048            # SC_SLOT_TB in sparse.cu: rows of Y per block at most
 _SLOT_THREADS = 1024       # SC_SLOT_THREADS in sparse.cu: threads per block at most
 _SLOT_OVS = 256            # SC_SLOT_OVS in sparse.cu: staged head of an overflow list
 _SLOT_SLAB = 1 << 20       # rows of A per slab of slot tables at most (one slab at 1e6 rows)
 _SLOT_BYTES = 128 << 20    # slot tables + overflow lists of a slab at most (large d: shorter)
 
 
-def _slot_r_max(vector):
-    """Longest chunk of the "slots" kernel: a slot word's low half holds the byte offset
-    r x 128 V of a row (the zero row's: R) shifted right by two in its bits 1 .. 14 (shift
-    1, see sc_slot_pair)."""
-    return 4 * 0x7ffe // (128 * vector)
+def _slot_row_bytes(vector, groups=1):
+    """Bytes of a staged row of the "slots" kernel: a tile of 32 vector / groups floats."""
+    return 128 * vector // groups
 
 
-def _slot_shift(R, vector):
+def _slot_r_max(vector, groups=1):
+    """Longest chunk of the "slots" kernel: a slot word's low half holds the byte offset of
+    a row (the zero row's: R) shifted right by two in its bits 1 .. 14 (shift 1, see
+    sc_slot_pair)."""
+    return 4 * 0x7ffe // _slot_row_bytes(vector, groups)
+
+
+def _slot_shift(R, vector, groups=1):
     """Shift S of the "slots" kernel's places: 0 (plain byte offsets in both halves, one
     instruction fewer per slot word) when the chunk's offsets fit 16 bits, else 1."""
-    return 0 if R * 128 * vector <= 0xfffe else 1
+    return 0 if R * _slot_row_bytes(vector, groups) <= 0xfffe else 1
 
 
-def _slot_plan(d, nnz, tbw, optin, vector=1):
+def _slot_plan(d, nnz, tbw, optin, vector=1, groups=1):
     """(R, H) of the "slots" kernel: rows of A per chunk and words (place pairs) per slot.
 
     Every row of Y costs one slot load per chunk and a load per filled place pair, so chunks
     should be long: about 4 entries per row of Y and chunk with H = 4 (a fixed pair per
     sign and two flexible pairs overflow 1.2% of the entries at that density), else as long
-    as two staged tiles (of 32 ``vector`` columns) fit in shared memory and a row's offset
-    fits a slot's 16 bits (R <= _slot_r_max), with H = 2 when that still leaves under 2.5
-    entries per row. A chunk a little too long for byte offsets is cut to the longest that
-    fits them (_slot_shift: halved offsets cost instructions). Measured on an H200 at nnz =
+    as two staged tiles (of 32 ``vector`` / ``groups`` columns) fit in shared memory and a
+    row's offset fits a slot's 16 bits (R <= _slot_r_max), with H = 2 when that still
+    leaves under 2.5 entries per row (2 with two lane groups). A chunk a little too long for
+    byte offsets is cut to the longest that fits them (_slot_shift: halved offsets cost
+    instructions). Measured on an H200 at nnz =
     8 (1e6 x 256, ms): d = 1024, with offsets in rows, R = 384, 512, 640, 768 with four
     places per sign took 1.47, 1.26, 1.24, 1.43 (longer chunks overflow more); with byte
     offsets R = 496 and 511 1.02 and 1.00, 0.76-0.88 with flexible pairs. With flexible
     pairs on a slower machine: d = 2048, R = 511, 640, 768 with H = 4 1.31, 1.19, 1.08
     (R = 768, H = 2: 1.44); d = 4096, R = 768 with H = 2 / 4 1.61 / 1.72, R = 511 with
     H = 2 1.87."""
-    fit = (optin - 2 * (tbw * 16 + _SLOT_OVS * 4)) // (2 * 32 * vector * 4) - 1   # two tiles
-    fit = max(16, min(fit // 16 * 16, _slot_r_max(vector)))
+    row_bytes = _slot_row_bytes(vector, groups)
+    fit = (optin - 2 * (tbw * 16 + _SLOT_OVS * 4)) // (2 * row_bytes) - 1   # two tiles
+    fit = max(16, min(fit // 16 * 16, _slot_r_max(vector, groups)))
     R = max(16, min(fit, 4 * d // nnz))
-    byte_max = 0xfffe // (128 * vector)      # longest chunk with byte offsets (shift 0)
+    byte_max = 0xfffe // row_bytes           # longest chunk with byte offsets (shift 0)
     if byte_max < R <= byte_max + byte_max // 4:
         R = byte_max
-    return R, (4 if R * nnz / d > 2.5 else 2)
+    return R, (4 if R * nnz / d > (2 if groups == 2 else 2.5) else 2)
 
 
-def _slot_layout(m, d, nnz, optin, vector=1):
-    """Geometry of the "slots" kernel with ``vector`` columns per thread for m rows of A:
-    (tbw, ntb, R, H, ovstride, slab) = rows of Y per block (32 / vector per warp, blocks of
-    vector tbw threads), blocks of rows, chunk length, places per sign, overflow list
-    stride (every entry of a (chunk, block) may overflow), rows of A per slab (whole chunks,
-    at most _SLOT_SLAB rows and _SLOT_BYTES of tables)."""
-    rows_per_warp = 32 // vector
-    tbw = min(_SLOT_THREADS // vector, -(-d // rows_per_warp) * rows_per_warp)
+def _slot_layout(m, d, nnz, optin, vector=1, groups=1):
+    """Geometry of the "slots" kernel with ``vector`` columns per thread and ``groups`` lane
+    groups per warp for m rows of A: (tbw, ntb, R, H, ovstride, slab) = rows of Y per block
+    (32 groups / vector per warp, blocks of vector tbw / groups threads), blocks of rows,
+    chunk length, words per slot, overflow list stride (every entry of a (chunk, block) may
+    overflow), rows of A per slab (whole chunks, at most _SLOT_SLAB rows and _SLOT_BYTES of
+    tables)."""
+    rows_per_warp = 32 // vector * groups
+    tbw = min(_SLOT_THREADS // vector * groups, -(-d // rows_per_warp) * rows_per_warp)
     ntb = -(-d // tbw)
-    R, H = _slot_plan(d, nnz, tbw, min(optin, 227 * 1024), vector)
-    if not 1 <= R <= _slot_r_max(vector):
-        raise ValueError(f"slots kernel: chunk length R must be in 1..{_slot_r_max(vector)} "
-                         f"for {vector} columns per thread, got {R}")
+    R, H = _slot_plan(d, nnz, tbw, min(optin, 227 * 1024), vector, groups)
+    r_max = _slot_r_max(vector, groups)
+    if not 1 <= R <= r_max:
+        raise ValueError(f"slots kernel: chunk length R must be in 1..{r_max} for {vector} "
+                         f"columns per thread and {groups} lane groups, got {R}")
 
     def band(row):
         return ((row + 1) * nnz - 1) // d
@@ -117,29 +133,33 @@ def _apply_slots(A, m, n, lda, d, nnz, seed, stream, Y, ldy, zero_y=False):
     import cupy
     sms, optin = device_properties()
     V = SLOT_VECTOR or (2 if d <= _SLOT_THREADS // 2 else 1)
-    key = (m, d, nnz, optin, V, _SLOT_SLAB, _SLOT_BYTES, _slot_plan)   # tests vary the last
+    G = 1 if V != 1 else SLOT_GROUPS or (2 if d > _SLOT_THREADS else 1)
+    key = (m, d, nnz, optin, V, G, _SLOT_SLAB, _SLOT_BYTES, _slot_plan)   # tests vary the last
     layout = _layouts.get(key)
     if layout is None:
         if len(_layouts) >= 64:
             _layouts.clear()
-        layout = _layouts[key] = _slot_layout(m, d, nnz, optin, V)
+        layout = _layouts[key] = _slot_layout(m, d, nnz, optin, V, G)
     tbw, ntb, R, H, ovstride, slab = layout
     chunks_max = slab // R
-    shift = _slot_shift(R, V)
+    shift = _slot_shift(R, V, G)
     # Slot tables and overflow lists in one allocation; the last list's staged head reads
     # past its end: pad by one head.
     tables = cupy.empty(chunks_max * ntb * (tbw * H + ovstride) + _SLOT_OVS, dtype=cupy.uint32)
     SL, OV = tables[:chunks_max * ntb * tbw * H], tables[chunks_max * ntb * tbw * H:]
-    gx = -(-n // (32 * V))
-    smem = _slot_smem(R, H, tbw, V)
-    per_sm = _slot_blocks_per_sm(V * tbw, smem, optin)
+    tile = 32 * V // G
+    gx = -(-n // tile)
+    smem = _slot_smem(R, H, tbw, V, G)
+    threads = V * tbw // G
+    per_sm = _slot_blocks_per_sm(threads, smem, optin)
     scale = f64(1.0 / math.sqrt(nnz))
     for j0 in range(0, m, slab):
         rows = min(slab, m - j0)
         chunks = -(-rows // R)
         launch(f"sc_sparse_slots<{H}>", (chunks, ntb), (256,),
                (i64(j0), i64(rows), i32(R), i32(d), i32(nnz), u64(seed), u64(stream),
-                i32(tbw), i32(ntb), i32(ovstride), i32(128 * V), i32(shift), SL, OV))
+                i32(tbw), i32(ntb), i32(ovstride), i32(tile * 4), i32(shift), i32(G), SL, OV),
+               shared_mem=_slot_builder_smem(tbw, H))
         if zero_y:
             zero(Y)
             zero_y = False
@@ -147,8 +167,8 @@ def _apply_slots(A, m, n, lda, d, nnz, seed, stream, Y, ldy, zero_y=False):
         # per tile and group of chunks left 4 of 132 multiprocessors idle).
         work = gx * chunks
         per_block = -(-work // max(1, min(work, sms * per_sm // ntb)))
-        launch(f"sc_sparse_apply_slots<{H}, {V}, {shift}>", (-(-work // per_block), 1, ntb),
-               (V * tbw,),
+        launch(f"sc_sparse_apply_slots<{H}, {V}, {shift}, {G}>", (-(-work // per_block), 1, ntb),
+               (threads,),
                (A[j0:j0 + rows], i32(rows), i64(n), i64(lda), i32(d), i32(R), SL, OV,
                 i32(ovstride), i32(tbw), i32(ntb), i32(gx), i32(chunks), i32(per_block), scale,
                 Y, i64(ldy)), shared_mem=smem)
@@ -158,10 +178,16 @@ def _apply_slots(A, m, n, lda, d, nnz, seed, stream, Y, ldy, zero_y=False):
 _layouts = {}        # (m, d, nnz, shared memory, ...) -> _slot_layout(...)
 
 
-def _slot_smem(R, H, tbw, vector):
+def _slot_smem(R, H, tbw, vector, groups=1):
     """Shared memory of sc_sparse_apply_slots: two staged tiles with their zero rows, two
     sets of slots and of overflow heads."""
-    return 2 * ((R + 1) * 32 * vector * 4 + tbw * 4 * H + _SLOT_OVS * 4)
+    return 2 * ((R + 1) * _slot_row_bytes(vector, groups) + tbw * 4 * H + _SLOT_OVS * 4)
+
+
+def _slot_builder_smem(tbw, H):
+    """Dynamic shared memory of sc_sparse_slots: a count and 2 x (6 or 4) u16 entries (as
+    sc_slot_cap) per row of Y."""
+    return tbw * (4 + 4 * (6 if H == 4 else 4))
 
 
 def _slot_blocks_per_sm(threads, smem, optin):

@@ -443,6 +443,10 @@ extern "C" __global__ void sc_sparse_indices(sc_i64 j0, sc_i64 nj, int d, int nn
 // cost a tenth of the kernel, and fewer zero-row loads). d = 2048 (ntb = 2 blocks of rows
 // of Y), in the same runs: 1.31 -> 0.93 ms (0.38x -> 0.53x) with flexible pairs, chunks of
 // 768 rows (halved offsets) and one slab of tables; d = 4096, 2.12 -> 1.46 ms (0.34x).
+// Two lane groups per warp (G = 2 below), in one later run: d = 4096, 1.53 -> 1.33 ms;
+// d = 8192, 2.42 -> 2.03; d = 2048, 1.00 against 1.02 (no gain: one block of rows already
+// stages each tile only twice); d = 1024, 0.82 against 0.98 (worse: chunks no longer than
+// before, twice the conflicts).
 // Tried and dropped: overflow entries added into the owning warp's registers (each warp
 // scanning the list, a uniform branch tree picking the register) instead of global
 // reductions, 12% slower.
@@ -460,7 +464,7 @@ extern "C" __global__ void sc_sparse_indices(sc_i64 j0, sc_i64 nj, int d, int nn
 // unconditional places and 1.3 for the predicated ones, against 3.9 entries; 44
 // instructions. Larger d has fewer entries per row of Y and chunk (1.5 at
 // d = 4096 with R = 768), so the per-row costs dominate there.
-#define SC_SLOT_TB 1024         // rows of Y per block at most (sc_sparse_slots' tables)
+#define SC_SLOT_TB 2048         // rows of Y per block at most (2 lane groups, see below)
 #define SC_SLOT_THREADS 1024    // threads per block at most: 64 registers each
 #define SC_SLOT_OVS 256         // staged head of a chunk's overflow list (u32: count, entries)
 
@@ -497,16 +501,20 @@ __device__ __forceinline__ void sc_cp_async8(void* smem, const void* gmem) {
 // many entries at 4 per slot (a Poisson count of mean 2 per sign overflows 1.2% of them
 // instead of 3.8%; 3.2% instead of 6.5% for H = 2 at 1.5 per slot), each costlier when it
 // overflows (a global reduction per column) than a flexible pair's sign. Further entries
-// of (c, tb) go to OV[(c ntb + tb) ovstride]: their count, then (r << 22 | minus << 21 |
-// row of Y); ovstride >= 1 + R nb, a multiple of 4.
+// of (c, tb) go to OV[(c ntb + tb) ovstride]: their count, then (r << 12 | minus << 11 |
+// row of Y in the block); ovstride >= 1 + R nb, a multiple of 4. With two lane groups per
+// warp (groups = 2, see sc_sparse_apply_slots) row i's slot is stored at the position the
+// apply kernel reads it from: the two groups' slots of one row index k side by side.
+// Dynamic shared memory: tbw (4 + 4 CAP) bytes.
 template <int H>
 __global__ void __launch_bounds__(256)
 sc_sparse_slots(sc_i64 j0, sc_i64 m, int R, int d, int nnz, sc_u64 seed, sc_u64 stream,
-                int tbw, int ntb, int ovstride, int row_bytes, int shift,
+                int tbw, int ntb, int ovstride, int row_bytes, int shift, int groups,
                 typename sc_slot_word<H>::type* SL, unsigned* OV) {
-    __shared__ unsigned cnt[SC_SLOT_TB];          // plus count | minus count << 16
     constexpr int CAP = sc_slot_cap<H>::value;     // entries per sign kept for the slot
-    __shared__ unsigned short ent[SC_SLOT_TB][2 * CAP];
+    extern __shared__ __align__(16) unsigned char sc_smem[];
+    unsigned* cnt = reinterpret_cast<unsigned*>(sc_smem);   // plus count | minus count << 16
+    unsigned short* ent = reinterpret_cast<unsigned short*>(cnt + tbw);   // tbw x 2 CAP
     __shared__ unsigned ocount;
     const int tid = threadIdx.x, nt = blockDim.x;
     const sc_i64 c = blockIdx.x;
@@ -543,10 +551,10 @@ sc_sparse_slots(sc_i64 j0, sc_i64 m, int R, int d, int nnz, sc_u64 seed, sc_u64 
                 const unsigned old = atomicAdd(&cnt[row[q] - T0], neg[q] ? 0x10000u : 1u);
                 const unsigned rank = neg[q] ? old >> 16 : old & 0xffffu;
                 if (rank < CAP) {
-                    ent[row[q] - T0][neg[q] * CAP + rank] = (unsigned short)r;
+                    ent[(row[q] - T0) * 2 * CAP + neg[q] * CAP + rank] = (unsigned short)r;
                 } else {
                     const unsigned o = atomicAdd(&ocount, 1u);
-                    ov[1 + o] = (r << 22) | (neg[q] << 21) | (unsigned)row[q];
+                    ov[1 + o] = (r << 12) | (neg[q] << 11) | (unsigned)(row[q] - T0);
                 }
             }
         }
@@ -558,7 +566,7 @@ sc_sparse_slots(sc_i64 j0, sc_i64 m, int R, int d, int nnz, sc_u64 seed, sc_u64 
         // Row of place e of a sign (0 .. CAP - 1), the zero row's past its count, and the
         // low and high halves of a word (sc_slot_pair): byte offsets >> 2 shift, >> shift.
         auto row = [&](int neg, int e) {
-            return (unsigned)(e < (neg ? nm : np) ? ent[i][neg * CAP + e] : R);
+            return (unsigned)(e < (neg ? nm : np) ? ent[i * 2 * CAP + neg * CAP + e] : R);
         };
         auto pair = [&](int neg, int e) {
             return ((row(neg, e) * row_bytes) >> (2 * shift))
@@ -582,37 +590,39 @@ sc_sparse_slots(sc_i64 j0, sc_i64 m, int R, int d, int nnz, sc_u64 seed, sc_u64 
         const unsigned flex1 = wa == 2   ? pair(0, F + 2)
                                : wa == 1 ? (wb ? pair(1, F) : empty)
                                          : (wb == 2 ? pair(1, F + 2) : empty);
+        // Row i = 64 w + 32 g + k of the block (two groups) goes to 64 w + 2 k + g.
+        const int at = groups == 1 ? i : (i & ~63) | ((i & 31) << 1) | ((i >> 5) & 1);
         if (H == 2)      // one vector store per slot: the warp writes one contiguous run
-            reinterpret_cast<uint2*>(sl)[i] = make_uint2(flex0, flex1);
+            reinterpret_cast<uint2*>(sl)[at] = make_uint2(flex0, flex1);
         else
-            reinterpret_cast<uint4*>(sl)[i] = make_uint4(pair(0, 0), flex0, pair(1, 0) & ~1u,
-                                                         flex1);
+            reinterpret_cast<uint4*>(sl)[at] = make_uint4(pair(0, 0), flex0, pair(1, 0) & ~1u,
+                                                          flex1);
         // Entries no pair holds join the overflow list.
         for (int neg = 0; neg < 2; ++neg)
             for (int e = F + 2 * (neg ? wb : wa); e < (neg ? nm : np); ++e) {
                 const unsigned o = atomicAdd(&ocount, 1u);
-                ov[1 + o] = ((unsigned)ent[i][neg * CAP + e] << 22) | ((unsigned)neg << 21)
-                            | (unsigned)(T0 + i);
+                ov[1 + o] = ((unsigned)ent[i * 2 * CAP + neg * CAP + e] << 12)
+                            | ((unsigned)neg << 11) | (unsigned)i;
             }
     }
     __syncthreads();
     if (tid == 0) ov[0] = ocount;
 }
 
-// Stage chunk c (rows c R .. c R + R - 1 of A's 32 V-column tile Ab, columns past ncols
+// Stage chunk c (rows c R .. c R + R - 1 of A's TILE-column tile Ab, columns past ncols
 // left as they are), its tbw slots (SLb + c slstride) and the head of its overflow list
 // (OVb + c ovstride). Rows past m are not staged: slots and overflow entries name rows
 // below m only, and empty places read the separate zero row; columns past ncols feed only
 // accumulators that are never flushed. The copy loop steps two pointers (its 64-bit index
 // arithmetic had been a tenth of the kernel's instructions).
-template <int H, int V>
+template <int H, int TILE>
 __device__ __forceinline__ void sc_slot_stage(const float* Ab, int m, int ncols, sc_i64 lda,
                                               int R, const typename sc_slot_word<H>::type* SLb,
                                               int slstride, int tbw, const unsigned* OVb,
                                               int ovstride, int c, float* stage,
                                               typename sc_slot_word<H>::type* slots,
                                               unsigned* ovs) {
-    constexpr int Q = 8 * V;                      // 16-byte pieces per staged row
+    constexpr int Q = TILE / 4;                   // 16-byte pieces per staged row
     const int tid = threadIdx.x, nt = blockDim.x;
     // Each thread copies the same piece cq of every (nt / Q)-th row.
     const int cq = tid & (Q - 1), step = nt / Q;
@@ -620,8 +630,8 @@ __device__ __forceinline__ void sc_slot_stage(const float* Ab, int m, int ncols,
     if (4 * cq < ncols) {
         const float* src = Ab + (sc_i64)(c * R + tid / Q) * lda + 4 * cq;
         const sc_i64 src_step = (sc_i64)step * lda;
-        float* dst = stage + (tid / Q) * 32 * V + 4 * cq;
-        for (int rr = tid / Q; rr < rows; rr += step, src += src_step, dst += step * 32 * V)
+        float* dst = stage + (tid / Q) * TILE + 4 * cq;
+        for (int rr = tid / Q; rr < rows; rr += step, src += src_step, dst += step * TILE)
             sc_cp_async16(dst, src, true);
     }
     const typename sc_slot_word<H>::type* src = SLb + c * slstride;
@@ -683,24 +693,32 @@ template <int V, int S> struct sc_slot_sum<2, V, S> {
 // Work is (column tile, chunk) pairs in tile-major order, handed out to the blocks in equal
 // contiguous ranges (per_block pairs each), so that every multiprocessor gets the same
 // work: a range may end one tile and start the next, flushing Y in between.
-// blockDim.x = V tbw threads.
-template <int H, int V, int S>
+// G lane groups per warp: G = 1, a warp's lanes cover 32 V columns of K = 32 / V rows of Y;
+// G = 2 (V = 1), each half-warp covers 16 columns of its own 32 rows, so that a block of
+// 1024 threads holds 2048 rows of Y and a staged row is 64 bytes: half the blocks of rows
+// for large d, each staging chunks twice as long, and one load instruction serves two
+// entries (the halves' rows share banks half the time). blockDim.x = V tbw / G threads.
+template <int H, int V, int S, int G>
 __global__ void __launch_bounds__(SC_SLOT_THREADS, 1)
 sc_sparse_apply_slots(const float* A, int m, sc_i64 n, sc_i64 lda, int d, int R,
                       const typename sc_slot_word<H>::type* SL, const unsigned* OV,
                       int ovstride, int tbw, int ntb, int ntiles, int nchunks, int per_block,
                       double scale, float* Y, sc_i64 ldy) {
+    static_assert(G == 1 || V == 1, "two lane groups take one column per thread");
     typedef typename sc_slot_word<H>::type word;
     typedef sc_fvec<V> F;
     typedef typename F::type vec;
     constexpr int K = 32 / V;                            // rows of Y per thread
-    constexpr int TILE = 32 * V;                         // columns per tile
+    constexpr int TILE = 32 * V / G;                     // columns per tile
+    constexpr int GL = 32 / G;                           // lanes per group
     extern __shared__ __align__(16) unsigned char sc_smem[];
     const int sstride = (R + 1) * TILE;                  // a staged tile and its zero row
     float* stage0 = (float*)sc_smem;                     // 2 x ((R + 1) x TILE)
     word* slots0 = (word*)(stage0 + 2 * sstride);        // 2 x tbw
     unsigned* ovs0 = (unsigned*)(slots0 + 2 * tbw);      // 2 x SC_SLOT_OVS
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+    const int g = lane / GL, cl = lane % GL;             // lane group, its column lane
+    const int nwarps = blockDim.x >> 5;
     const int tb = blockIdx.z;
     const int f0 = blockIdx.x * per_block, f1 = min(ntiles * nchunks, f0 + per_block);
     if (f0 >= f1) return;                                // uniform: the whole block
@@ -716,8 +734,8 @@ sc_sparse_apply_slots(const float* A, int m, sc_i64 n, sc_i64 lda, int d, int R,
         stage0[(e / TILE) * sstride + R * TILE + e % TILE] = 0.f;
     int tile = f0 / nchunks, c = f0 - tile * nchunks;
     int ncols = min(TILE, (int)(n - tile * TILE));
-    sc_slot_stage<H, V>(A + tile * TILE, m, ncols, lda, R, SLb, slstride, tbw, OVb, ovs_stride,
-                        c, stage0, slots0, ovs0);
+    sc_slot_stage<H, TILE>(A + tile * TILE, m, ncols, lda, R, SLb, slstride, tbw, OVb,
+                           ovs_stride, c, stage0, slots0, ovs0);
     sc_cp_async_commit();
     int buf = 0;
     for (int f = f0; f < f1; ++f, buf ^= 1) {
@@ -727,45 +745,47 @@ sc_sparse_apply_slots(const float* A, int m, sc_i64 n, sc_i64 lda, int d, int R,
         __syncthreads();
         if (f + 1 < f1) {
             const int tn = last_of_tile ? tile + 1 : tile;
-            sc_slot_stage<H, V>(A + tn * TILE, m, min(TILE, (int)(n - tn * TILE)), lda, R, SLb,
-                                slstride, tbw, OVb, ovs_stride, last_of_tile ? 0 : c + 1,
-                                stage0 + (buf ^ 1) * sstride, slots0 + (buf ^ 1) * tbw,
-                                ovs0 + (buf ^ 1) * SC_SLOT_OVS);
+            sc_slot_stage<H, TILE>(A + tn * TILE, m, min(TILE, (int)(n - tn * TILE)), lda, R,
+                                   SLb, slstride, tbw, OVb, ovs_stride,
+                                   last_of_tile ? 0 : c + 1, stage0 + (buf ^ 1) * sstride,
+                                   slots0 + (buf ^ 1) * tbw, ovs0 + (buf ^ 1) * SC_SLOT_OVS);
         }
         sc_cp_async_commit();
-        const word* sl = slots0 + buf * tbw + w * K;
-        const float* col = stage0 + buf * sstride + V * lane;
+        // This thread's slot of row index k: the groups' slots of one k sit side by side.
+        const word* sl = slots0 + buf * tbw + w * K * G + g;
+        const float* col = stage0 + buf * sstride + V * cl;
         const char* colb = reinterpret_cast<const char*>(col);
         // Two zero-row places (sc_slot_pair's halves).
         const unsigned empty = (unsigned)(R * TILE * 4) >> (2 * S)
                                | (unsigned)(R * TILE * 4) >> S << 16;
 #pragma unroll
         for (int k = 0; k < K; ++k)
-            acc[k] = F::add(acc[k], sc_slot_sum<H, V, S>::get(sl[k], colb, empty));
+            acc[k] = F::add(acc[k], sc_slot_sum<H, V, S>::get(sl[k * G], colb, empty));
         // Entries beyond the slots' places: one coalesced reduction per entry and column
         // into Y, from the staged tile (the list's head is staged; a longer list reads on
-        // from L2).
-        float* Yc = Y + tile * TILE + V * lane;
+        // from L2), an entry per lane group.
+        float* Yc = Y + tile * TILE + V * cl;
         const unsigned* ovs = ovs0 + buf * SC_SLOT_OVS;
         const unsigned* ovg = OVb + c * ovs_stride;
         const unsigned count = ovs[0];
-        for (unsigned o = w; o < count; o += blockDim.x >> 5) {
+        for (unsigned o = w * G + g; o < count; o += nwarps * G) {
             const unsigned u = 1 + o < SC_SLOT_OVS ? ovs[1 + o] : ovg[1 + o];
-            // The entry's sign (bit 21) moved to the floats' sign bits.
-            const vec a = F::flip(*reinterpret_cast<const vec*>(col + (u >> 22) * TILE),
-                                  (u << 10) & 0x80000000u);
+            // The entry's sign (bit 11) moved to the floats' sign bits.
+            const vec a = F::flip(*reinterpret_cast<const vec*>(col + (u >> 12) * TILE),
+                                  (u << 20) & 0x80000000u);
+            const sc_i64 row = (sc_i64)tb * tbw + (u & 0x7ffu);
 #pragma unroll
             for (int i = 0; i < V; ++i)
-                if (V * lane + i < ncols)
-                    atomicAdd(Yc + (u & 0x1fffffu) * ldy + i, sv * F::at(a, i));
+                if (V * cl + i < ncols)
+                    atomicAdd(Yc + row * ldy + i, sv * F::at(a, i));
         }
         if (f + 1 == f1 || last_of_tile) {               // the tile's last chunk here
 #pragma unroll
             for (int k = 0; k < K; ++k) {
-                const int row = tb * tbw + w * K + k;
+                const int row = tb * tbw + (w * G + g) * K + k;
 #pragma unroll
                 for (int i = 0; i < V; ++i)
-                    if (V * lane + i < ncols && row < d)
+                    if (V * cl + i < ncols && row < d)
                         atomicAdd(Yc + row * ldy + i, sv * F::at(acc[k], i));
                 acc[k] = F::zero();
             }

@@ -144,7 +144,7 @@ def test_sparse_apply_owned_slabs_and_vectors(monkeypatch, vector):
     assert_within(cupy.asnumpy(Y), ref, bound, f"owned, vector={vector}")
 
 
-@pytest.mark.parametrize("vector", [1, 2])
+@pytest.mark.parametrize("vector,groups", [(1, 1), (2, 1), (1, 2)])
 @pytest.mark.parametrize("d,m,n,nnz,plan", [
     (512, 5000, 96, 8, (240, 4)),    # 3.75 (7.5) entries per row of Y and chunk: overflow
     (64, 4000, 32, 8, (240, 4)),     # 30 (60) per row: full flexible pairs, most overflow
@@ -154,15 +154,17 @@ def test_sparse_apply_owned_slabs_and_vectors(monkeypatch, vector):
     (64, 3001, 36, 8, None),         # few warps per block, a ragged last chunk
     (200, 4000, 100, 5, None),       # a ragged last column tile (100 = 3 x 32 + 4, 64 + 36)
 ])
-def test_sparse_apply_slots_slabs_and_overflow(monkeypatch, vector, d, m, n, nnz, plan):
-    """The "slots" kernel, one and two columns per thread, over several slabs of slot
-    tables, with blocks of rows of Y, overflow entries (more rows of A hitting one row of Y
-    in a chunk than its slot has places), ragged column tiles and tiny d, against the
-    float64 product."""
+def test_sparse_apply_slots_slabs_and_overflow(monkeypatch, vector, groups, d, m, n, nnz,
+                                                plan):
+    """The "slots" kernel, one and two columns per thread and two lane groups per warp,
+    over several slabs of slot tables, with blocks of rows of Y, overflow entries (more rows
+    of A hitting one row of Y in a chunk than its slot has places), ragged column tiles and
+    tiny d, against the float64 product."""
     from sketchcore._cuda import _sparse
     monkeypatch.setattr(_sparse, "_SLOT_SLAB", 2048)
     monkeypatch.setattr(_sparse, "SLOTS_MIN_D", 1)
     monkeypatch.setattr(_sparse, "SLOT_VECTOR", vector)
+    monkeypatch.setattr(_sparse, "SLOT_GROUPS", groups)
     if plan is not None and vector == 1:
         plan = (2 * plan[0], plan[1])           # the same bytes of staged rows
     if plan is not None:
@@ -174,6 +176,27 @@ def test_sparse_apply_slots_slabs_and_overflow(monkeypatch, vector, d, m, n, nnz
     bound = gamma((S != 0).sum(axis=1).max() + 1, np.float32) * (np.abs(S) @ np.abs(A))
     Y = _cuda.sparse_sign_left(cupy.asarray(A), d, nnz, 78, stream, method="slots")
     assert_within(cupy.asnumpy(Y), ref, bound, f"slots d={d} nnz={nnz}")
+
+
+@pytest.mark.parametrize("d,m,n,R", [
+    (2048, 8000, 48, 1100),   # about 4 entries per row of Y and chunk, one block of rows
+    (256, 5000, 40, 1200),    # about 37: full flexible pairs, most entries overflow
+])
+def test_sparse_apply_slots_two_groups_long_chunks(monkeypatch, d, m, n, R):
+    """Two lane groups per warp with chunks too long for byte offsets (shift 1: 64-byte
+    staged rows, R > 1023), against the float64 product."""
+    from sketchcore._cuda import _sparse
+    monkeypatch.setattr(_sparse, "SLOT_VECTOR", 1)
+    monkeypatch.setattr(_sparse, "SLOT_GROUPS", 2)
+    monkeypatch.setattr(_sparse, "_slot_plan", lambda *args: (R, 4))
+    assert _sparse._slot_shift(R, 1, 2) == 1
+    stream = make_stream("sparse_sign", 0, 0)
+    A = np.random.default_rng(d + m).standard_normal((m, n)).astype(np.float32)
+    S = _sparse_dense_cpu(d, m, 8, 79, stream, np.float64)
+    ref = S @ A.astype(np.float64)
+    bound = gamma((S != 0).sum(axis=1).max() + 1, np.float32) * (np.abs(S) @ np.abs(A))
+    Y = _cuda.sparse_sign_left(cupy.asarray(A), d, 8, 79, stream, method="slots")
+    assert_within(cupy.asnumpy(Y), ref, bound, f"slots, two groups, d={d}, R={R}")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -6,28 +6,34 @@ import pytest
 from sketchcore._cuda import _sparse
 
 
-@pytest.mark.parametrize("vector", [1, 2])
+@pytest.mark.parametrize("vector,groups", [(1, 1), (2, 1), (1, 2)])
 @pytest.mark.parametrize("optin", [227 * 1024, 99 * 1024])
 @pytest.mark.parametrize("d", [64, 1000, 1024, 2048, 4096, 65536, (1 << 21) - 1])
 @pytest.mark.parametrize("nnz", [2, 8, 32])
 @pytest.mark.parametrize("m", [1, 4097, 1_000_000])
-def test_slot_layout_fits_offsets_shared_memory_and_budget(vector, optin, d, nnz, m):
-    tbw, ntb, R, H, ovstride, slab = _sparse._slot_layout(m, d, nnz, optin, vector)
-    threads = vector * tbw                 # a warp holds 32 / vector rows of Y
+def test_slot_layout_fits_offsets_shared_memory_and_budget(vector, groups, optin, d, nnz, m):
+    tbw, ntb, R, H, ovstride, slab = _sparse._slot_layout(m, d, nnz, optin, vector, groups)
+    threads = vector * tbw // groups       # a warp holds 32 groups / vector rows of Y
     assert threads % 32 == 0 and threads <= _sparse._SLOT_THREADS and tbw <= _sparse._SLOT_TB
     assert ntb * tbw >= d > (ntb - 1) * tbw
-    # A row's byte offset in the staged tile, the zero row's too, shifted right by the
-    # plan's shift, fits a slot's 16 bits with bit 0 left for a sign.
-    shift = _sparse._slot_shift(R, vector)
-    assert 16 <= R and shift in (0, 1) and (R * 128 * vector) >> shift <= 0xfffe
-    assert shift == 0 or R * 128 * vector > 0xfffe             # bytes whenever they fit
+    # A row's byte offset in the staged tile, the zero row's too, fits a slot word's halves
+    # as sc_slot_pair reads them: shift 0, 16 bits each with bit 0 left for a sign; shift
+    # 1, >> 2 in the low half's bits 1 .. 14 and >> 1 in the high half.
+    shift = _sparse._slot_shift(R, vector, groups)
+    top = R * _sparse._slot_row_bytes(vector, groups)
+    assert 16 <= R and shift in (0, 1)
+    assert top <= 0xfffe if shift == 0 else (top >> 2 <= 0x7ffe and top >> 1 <= 0xffff)
+    assert shift == 0 or top > 0xfffe                          # bytes whenever they fit
     assert H in (2, 4)
-    smem = _sparse._slot_smem(R, H, tbw, vector)
-    assert smem == 2 * ((R + 1) * 32 * vector * 4 + tbw * 4 * H + _sparse._SLOT_OVS * 4)
-    assert smem <= optin
+    smem = _sparse._slot_smem(R, H, tbw, vector, groups)
+    assert smem == 2 * ((R + 1) * 128 * vector // groups + tbw * 4 * H
+                        + _sparse._SLOT_OVS * 4)
+    assert smem <= optin and _sparse._slot_builder_smem(tbw, H) <= optin
     bands = max(((min(d, t0 + tbw)) * nnz - 1) // d - ((t0 + 1) * nnz - 1) // d + 1
                 for t0 in range(0, d, tbw))
     assert ovstride % 4 == 0 and ovstride >= 1 + R * bands
+    # Overflow entries hold r << 12 | minus << 11 | row of Y in the block.
+    assert R <= 1 << 20 and tbw <= 1 << 11
     assert slab % R == 0 and R <= slab <= max(R, -(-m // R) * R)
     chunks = slab // R
     assert chunks == 1 or 4 * chunks * ntb * (tbw * H + ovstride) <= _sparse._SLOT_BYTES
@@ -54,6 +60,11 @@ def test_slot_plan_follows_the_entries_per_row():
     tbw, ntb, R, H, _, _ = _sparse._slot_layout(1_000_000, 1024, 8, 227 * 1024, 2)
     assert (tbw, ntb, R, H) == (512, 2, 416, 4)
     assert _sparse._slot_layout(1_000_000, 4096, 8, 227 * 1024)[5] >= 1_000_000
+    # Two lane groups: blocks of 2048 rows of Y, 64-byte staged rows, chunks twice as long.
+    tbw, ntb, R, H, _, _ = _sparse._slot_layout(1_000_000, 2048, 8, 227 * 1024, 1, 2)
+    assert (tbw, ntb, R, H) == (2048, 1, 1023, 4) and _sparse._slot_shift(R, 1, 2) == 0
+    tbw, ntb, R, H, _, _ = _sparse._slot_layout(1_000_000, 4096, 8, 227 * 1024, 1, 2)
+    assert (tbw, ntb, R, H) == (2048, 2, 1280, 4) and _sparse._slot_shift(R, 1, 2) == 1
     slab = _sparse._slot_layout(1_000_000, 16384, 8, 227 * 1024)[5]
     assert 500_000 <= slab < 500_000 + 768
 
