@@ -47,7 +47,8 @@ SLOT_GROUPS = None
 
 _OWN_C, _OWN_R = 32, 64    # SC_OWN_C, SC_OWN_R in sparse.cu
 _OWN_SLAB = _OWN_R << 16   # rows per launch: bounds the hash buffer (rows x nnz int32)
-_SLOT_TB = 2048            # SC_SLOT_TB in sparse.cu: rows of Y per block at most
+_SLOT_TB = 2048            # rows of Y per block at most (sc_sparse_slots' overflow
+                           # entries hold the row within the block in 11 bits)
 _SLOT_THREADS = 1024       # SC_SLOT_THREADS in sparse.cu: threads per block at most
 _SLOT_OVS = 256            # SC_SLOT_OVS in sparse.cu: staged head of an overflow list
 _SLOT_SLAB = 1 << 20       # rows of A per slab of slot tables at most (one slab at 1e6 rows)

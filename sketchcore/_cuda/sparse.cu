@@ -464,7 +464,6 @@ extern "C" __global__ void sc_sparse_indices(sc_i64 j0, sc_i64 nj, int d, int nn
 // unconditional places and 1.3 for the predicated ones, against 3.9 entries; 44
 // instructions. Larger d has fewer entries per row of Y and chunk (1.5 at
 // d = 4096 with R = 768), so the per-row costs dominate there.
-#define SC_SLOT_TB 2048         // rows of Y per block at most (2 lane groups, see below)
 #define SC_SLOT_THREADS 1024    // threads per block at most: 64 registers each
 #define SC_SLOT_OVS 256         // staged head of a chunk's overflow list (u32: count, entries)
 
