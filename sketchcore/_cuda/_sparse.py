@@ -83,11 +83,11 @@ def _slot_plan(d, nnz, tbw, optin, vector=1, groups=1):
     row's offset fits a slot's 16 bits (R <= _slot_r_max), with H = 2 when that still
     leaves under 2.5 entries per row (2 with two lane groups). A chunk a little too long for
     byte offsets is cut to the longest that fits them (_slot_shift: halved offsets cost
-    instructions). Measured on an H200 at nnz =
-    8 (1e6 x 256, ms): d = 1024, with offsets in rows, R = 384, 512, 640, 768 with four
-    places per sign took 1.47, 1.26, 1.24, 1.43 (longer chunks overflow more); with byte
-    offsets R = 496 and 511 1.02 and 1.00, 0.76-0.88 with flexible pairs. With flexible
-    pairs on a slower machine: d = 2048, R = 511, 640, 768 with H = 4 1.31, 1.19, 1.08
+    instructions). Measured on an H200 at nnz = 8 (1e6 x 256, ms): d = 1024, with offsets
+    in rows, R = 384, 512, 640, 768 with four places per sign took 1.47, 1.26, 1.24, 1.43
+    (longer chunks overflow more); with byte offsets R = 496 and 511 1.02 and 1.00,
+    0.76-0.88 with flexible pairs. With flexible pairs, one lane group, on a slower
+    machine: d = 2048, R = 511, 640, 768 with H = 4 1.31, 1.19, 1.08
     (R = 768, H = 2: 1.44); d = 4096, R = 768 with H = 2 / 4 1.61 / 1.72, R = 511 with
     H = 2 1.87."""
     row_bytes = _slot_row_bytes(vector, groups)
@@ -122,8 +122,10 @@ def _slot_layout(m, d, nnz, optin, vector=1, groups=1):
     ovstride = -(-(1 + R * bands) // 4) * 4
     chunk_bytes = 4 * ntb * (tbw * H + ovstride)
     slab = min(_SLOT_SLAB // R, max(1, _SLOT_BYTES // chunk_bytes), -(-m // R)) * R
-    # Slabs of equal length: a short last slab would leave most multiprocessors idle.
-    slab = -(-(-(-m // -(-m // slab))) // R) * R
+    # Slabs of equal length (whole chunks): a short last slab would leave most
+    # multiprocessors idle.
+    slabs = -(-m // slab)
+    slab = -(-(-(-m // slabs)) // R) * R
     return tbw, ntb, R, H, ovstride, slab
 
 

@@ -462,8 +462,8 @@ extern "C" __global__ void sc_sparse_indices(sc_i64 j0, sc_i64 nj, int d, int nn
 // 21% busy) and instruction issue (0.77 per scheduler). Per slot and column tile: 2
 // wavefronts for the broadcast LDS.128 of the slot (a quarter of all), about 4.3 for the
 // unconditional places and 1.3 for the predicated ones, against 3.9 entries; 44
-// instructions. Larger d has fewer entries per row of Y and chunk (1.5 at
-// d = 4096 with R = 768), so the per-row costs dominate there.
+// instructions. Larger d has fewer entries per row of Y and chunk (2.5 at d = 4096 with
+// two lane groups and R = 1280), so the per-row costs dominate there.
 #define SC_SLOT_THREADS 1024    // threads per block at most: 64 registers each
 #define SC_SLOT_OVS 256         // staged head of a chunk's overflow list (u32: count, entries)
 
