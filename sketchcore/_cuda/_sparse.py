@@ -62,15 +62,16 @@ def _slot_row_bytes(vector, groups=1):
 
 def _slot_r_max(vector, groups=1):
     """Longest chunk of the "slots" kernel: a slot word's low half holds the byte offset of
-    a row (the zero row's: R) shifted right by two in its bits 1 .. 14 (shift 1, see
-    sc_slot_pair)."""
-    return 4 * 0x7ffe // _slot_row_bytes(vector, groups)
+    a row (the last zero row's: R + 1) shifted right by two in its bits 1 .. 14 (shift 1,
+    see sc_slot_pair)."""
+    return 4 * 0x7ffe // _slot_row_bytes(vector, groups) - 1
 
 
 def _slot_shift(R, vector, groups=1):
     """Shift S of the "slots" kernel's places: 0 (plain byte offsets in both halves, one
-    instruction fewer per slot word) when the chunk's offsets fit 16 bits, else 1."""
-    return 0 if R * _slot_row_bytes(vector, groups) <= 0xfffe else 1
+    instruction fewer per low half) when the chunk's offsets, its two zero rows' (R and
+    R + 1) included, fit 16 bits, else 1."""
+    return 0 if (R + 1) * _slot_row_bytes(vector, groups) <= 0xfffe else 1
 
 
 def _slot_plan(d, nnz, tbw, optin, vector=1, groups=1):
@@ -91,10 +92,10 @@ def _slot_plan(d, nnz, tbw, optin, vector=1, groups=1):
     (R = 768, H = 2: 1.44); d = 4096, R = 768 with H = 2 / 4 1.61 / 1.72, R = 511 with
     H = 2 1.87."""
     row_bytes = _slot_row_bytes(vector, groups)
-    fit = (optin - 2 * (tbw * 16 + _SLOT_OVS * 4)) // (2 * row_bytes) - 1   # two tiles
+    fit = (optin - 2 * (tbw * 16 + _SLOT_OVS * 4)) // (2 * row_bytes) - 2   # two tiles
     fit = max(16, min(fit // 16 * 16, _slot_r_max(vector, groups)))
     R = max(16, min(fit, 4 * d // nnz))
-    byte_max = 0xfffe // row_bytes           # longest chunk with byte offsets (shift 0)
+    byte_max = 0xfffe // row_bytes - 1       # longest chunk with byte offsets (shift 0)
     if byte_max < R <= byte_max + byte_max // 4:
         R = byte_max
     return R, (4 if R * nnz / d > (2 if groups == 2 else 2.5) else 2)
@@ -132,59 +133,99 @@ def _slot_layout(m, d, nnz, optin, vector=1, groups=1):
 def _apply_slots(A, m, n, lda, d, nnz, seed, stream, Y, ldy, zero_y=False):
     """Y += S @ A through sc_sparse_slots + sc_sparse_apply_slots, slab by slab
     (``_slot_layout``); ``zero_y``: Y is zeroed here, after the first slot tables are
-    launched (the GPU starts on them while the host does the rest)."""
+    launched (the GPU starts on them while the host does the rest). The launches of a
+    shape are planned once (``_slot_launches``): the host time before the first launch
+    is time the GPU waits."""
     import cupy
-    sms, optin = device_properties()
     V = SLOT_VECTOR or (2 if d <= _SLOT_THREADS // 2 else 1)
     G = 1 if V != 1 else SLOT_GROUPS or (2 if d > _SLOT_THREADS else 1)
-    key = (m, d, nnz, optin, V, G, _SLOT_SLAB, _SLOT_BYTES, _slot_plan)   # tests vary the last
-    layout = _layouts.get(key)
-    if layout is None:
-        if len(_layouts) >= 64:
-            _layouts.clear()
-        layout = _layouts[key] = _slot_layout(m, d, nnz, optin, V, G)
-    tbw, ntb, R, H, ovstride, slab = layout
-    chunks_max = slab // R
-    shift = _slot_shift(R, V, G)
-    # Slot tables and overflow lists in one allocation; the last list's staged head reads
-    # past its end: pad by one head.
-    tables = cupy.empty(chunks_max * ntb * (tbw * H + ovstride) + _SLOT_OVS, dtype=cupy.uint32)
-    SL, OV = tables[:chunks_max * ntb * tbw * H], tables[chunks_max * ntb * tbw * H:]
-    tile = 32 * V // G
-    gx = -(-n // tile)
-    smem = _slot_smem(R, H, tbw, V, G)
-    threads = V * tbw // G
-    per_sm = _slot_blocks_per_sm(threads, smem, optin)
-    scale = f64(1.0 / math.sqrt(nnz))
-    for j0 in range(0, m, slab):
-        rows = min(slab, m - j0)
-        chunks = -(-rows // R)
-        launch(f"sc_sparse_slots<{H}>", (chunks, ntb), (256,),
-               (i64(j0), i64(rows), i32(R), i32(d), i32(nnz), u64(seed), u64(stream),
-                i32(tbw), i32(ntb), i32(ovstride), i32(tile * 4), i32(shift), i32(G), SL, OV),
-               shared_mem=_slot_builder_smem(tbw, H))
+    key = (cupy.cuda.runtime.getDevice(), m, n, lda, ldy, d, nnz, V, G, _SLOT_SLAB,
+           _SLOT_BYTES, _slot_plan)                      # tests vary the last three
+    plan = _plans.get(key)
+    if plan is None:
+        if len(_plans) >= 64:
+            _plans.clear()
+        plan = _plans[key] = _slot_launches(m, n, lda, ldy, d, nnz, V, G)
+    n_sl, n_tables, slabs = plan
+    # Slot tables and overflow lists in one allocation.
+    tables = cupy.empty(n_tables, dtype=cupy.uint32)
+    SL, OV = tables[:n_sl], tables[n_sl:]
+    keys = (u64(seed), u64(stream))
+    for j0, rows, build, apply in slabs:
+        launch(build[0], build[1], (256,), build[2] + keys + build[3] + (SL, OV),
+               shared_mem=build[4])
         if zero_y:
             zero(Y)
             zero_y = False
+        a = A if rows == m else A[j0:j0 + rows]
+        launch(apply[0], apply[1], apply[2], (a,) + apply[3] + (SL, OV) + apply[4] + (Y,)
+               + apply[5], shared_mem=apply[6])
+    return Y
+
+
+_plans = {}          # (device, m, n, lda, ldy, d, nnz, V, G, ...) -> _slot_launches(...)
+
+
+def _slot_launches(m, n, lda, ldy, d, nnz, vector, groups):
+    """The launches of ``_apply_slots`` for one shape: (slot table words, table and
+    overflow words, [(j0, rows, builder launch, apply launch) per slab]), each launch its
+    kernel, grid, block and arguments around the per-call ones."""
+    sms, optin = device_properties()
+    layout = _slot_layout(m, d, nnz, optin, vector, groups)
+    tbw, ntb, R, H, ovstride, slab = layout
+    chunks_max = slab // R
+    n_sl = chunks_max * ntb * tbw * H
+    # The last overflow list's staged head reads past its end: pad by one head.
+    n_tables = n_sl + chunks_max * ntb * ovstride + _SLOT_OVS
+    shift = _slot_shift(R, vector, groups)
+    tile = 32 * vector // groups
+    gx = -(-n // tile)
+    smem = _slot_smem(R, H, tbw, vector, groups)
+    threads = vector * tbw // groups
+    per_sm = _slot_blocks_per_sm(threads, smem, optin)
+    slabs = []
+    for j0 in range(0, m, slab):
+        rows = min(slab, m - j0)
+        chunks = -(-rows // R)
         # One wave, each block with the same number of (column tile, chunk) pairs (a block
         # per tile and group of chunks left 4 of 132 multiprocessors idle).
         work = gx * chunks
         per_block = -(-work // max(1, min(work, sms * per_sm // ntb)))
-        launch(f"sc_sparse_apply_slots<{H}, {V}, {shift}, {G}>", (-(-work // per_block), 1, ntb),
-               (threads,),
-               (A[j0:j0 + rows], i32(rows), i64(n), i64(lda), i32(d), i32(R), SL, OV,
-                i32(ovstride), i32(tbw), i32(ntb), i32(gx), i32(chunks), i32(per_block), scale,
-                Y, i64(ldy)), shared_mem=smem)
-    return Y
+        apply = (f"sc_sparse_apply_slots<{H}, {vector}, {shift}, {groups}>",
+                 (-(-work // per_block), 1, ntb), (threads,),
+                 (i32(rows), i64(n), i64(lda), i32(d), i32(R)),
+                 (i32(ovstride), i32(tbw), i32(ntb), i32(gx), i32(chunks), i32(per_block),
+                  f64(1.0 / math.sqrt(nnz))),
+                 (i64(ldy),), smem)
+        slabs.append((j0, rows, _builder_launch(j0, rows, d, nnz, layout, vector, groups),
+                      apply))
+    return n_sl, n_tables, slabs
 
 
-_layouts = {}        # (m, d, nnz, shared memory, ...) -> _slot_layout(...)
+def _builder_launch(j0, rows, d, nnz, layout, vector, groups):
+    """sc_sparse_slots' launch for rows j0 .. j0 + rows - 1 of A (at most one slab of
+    ``layout``, ``_slot_layout``'s tuple): kernel, grid, the arguments before and after
+    (seed, stream), shared memory; the tables SL, OV come last."""
+    tbw, ntb, R, H, ovstride, _ = layout
+    return (f"sc_sparse_slots<{H}>", (-(-rows // R), ntb),
+            (i64(j0), i64(rows), i32(R), i32(d), i32(nnz)),
+            (i32(tbw), i32(ntb), i32(ovstride), i32(_slot_row_bytes(vector, groups)),
+             i32(_slot_shift(R, vector, groups)), i32(groups)),
+            _slot_builder_smem(tbw, H))
+
+
+def _build_slots(j0, rows, d, nnz, seed, stream, layout, vector, groups, SL, OV):
+    """Slot tables SL and overflow lists OV (cupy uint32, laid out as in ``_apply_slots``)
+    of rows j0 .. j0 + rows - 1 of A, by sc_sparse_slots (tests read them back)."""
+    expr, grid, pre, post, smem = _builder_launch(j0, rows, d, nnz, layout, vector, groups)
+    launch(expr, grid, (256,), pre + (u64(seed), u64(stream)) + post + (SL, OV),
+           shared_mem=smem)
 
 
 def _slot_smem(R, H, tbw, vector, groups=1):
-    """Shared memory of sc_sparse_apply_slots: two staged tiles with their zero rows, two
-    sets of slots and of overflow heads."""
-    return 2 * ((R + 1) * _slot_row_bytes(vector, groups) + tbw * 4 * H + _SLOT_OVS * 4)
+    """Shared memory of sc_sparse_apply_slots: two staged tiles with their two zero rows
+    each, two sets of slots and of overflow heads."""
+    return 2 * ((R + 2) * _slot_row_bytes(vector, groups) + tbw * 4 * H + _SLOT_OVS * 4)
 
 
 def _slot_builder_smem(tbw, H):

@@ -506,7 +506,7 @@ __device__ __forceinline__ void sc_cp_async8(void* smem, const void* gmem) {
 // apply kernel reads it from: the two groups' slots of one row index k side by side.
 // Dynamic shared memory: tbw (4 + 4 CAP) bytes.
 template <int H>
-__global__ void __launch_bounds__(256)
+__global__ void __launch_bounds__(256, 8)
 sc_sparse_slots(sc_i64 j0, sc_i64 m, int R, int d, int nnz, sc_u64 seed, sc_u64 stream,
                 int tbw, int ntb, int ovstride, int row_bytes, int shift, int groups,
                 typename sc_slot_word<H>::type* SL, unsigned* OV) {
@@ -559,11 +559,15 @@ sc_sparse_slots(sc_i64 j0, sc_i64 m, int R, int d, int nnz, sc_u64 seed, sc_u64 
         }
     }
     __syncthreads();
-    unsigned* sl = reinterpret_cast<unsigned*>(SL + (c * ntb + tb) * (sc_i64)tbw);
-    for (int i = tid; i < tbw; i += nt) {
+    // Row of place e of a sign (0 .. CAP - 1), the zero row's past its count, and the
+    // low and high halves of a word (sc_slot_pair): byte offsets >> 2 shift, >> shift.
+    const unsigned lo_mask = shift ? 0x7ffeu : 0xfffeu;
+    const unsigned empty = ((R * row_bytes) >> (2 * shift))
+                           | (((unsigned)(R * row_bytes) >> shift) << 16);
+    // Words of row i's slot (H = 4: fixed plus pair, flexible, fixed minus pair, flexible;
+    // H = 2: two flexible); entries no pair holds join the overflow list.
+    auto slot = [&](int i, unsigned (&wd)[H]) {
         const int np = min((int)(cnt[i] & 0xffffu), CAP), nm = min((int)(cnt[i] >> 16), CAP);
-        // Row of place e of a sign (0 .. CAP - 1), the zero row's past its count, and the
-        // low and high halves of a word (sc_slot_pair): byte offsets >> 2 shift, >> shift.
         auto row = [&](int neg, int e) {
             return (unsigned)(e < (neg ? nm : np) ? ent[i * 2 * CAP + neg * CAP + e] : R);
         };
@@ -571,11 +575,9 @@ sc_sparse_slots(sc_i64 j0, sc_i64 m, int R, int d, int nnz, sc_u64 seed, sc_u64 
             return ((row(neg, e) * row_bytes) >> (2 * shift))
                    | (((row(neg, e + 1) * row_bytes) >> shift) << 16) | (unsigned)neg;
         };
-        const unsigned empty = ((R * row_bytes) >> (2 * shift))
-                               | (((unsigned)(R * row_bytes) >> shift) << 16);
         // F fixed entries per sign (H = 4: words 0 and 2, unsigned), then two flexible
-        // pairs, signed and in order, for the entries past them, placed where they keep the
-        // most entries.
+        // pairs, signed and in order, for the entries past them, placed where they keep
+        // the most entries.
         constexpr int F = CAP - 4;
         const int ep = max(np - F, 0), eq = max(nm - F, 0);
         int wa = 0, kept = -1;
@@ -589,20 +591,66 @@ sc_sparse_slots(sc_i64 j0, sc_i64 m, int R, int d, int nnz, sc_u64 seed, sc_u64 
         const unsigned flex1 = wa == 2   ? pair(0, F + 2)
                                : wa == 1 ? (wb ? pair(1, F) : empty)
                                          : (wb == 2 ? pair(1, F + 2) : empty);
-        // Row i = 64 w + 32 g + k of the block (two groups) goes to 64 w + 2 k + g.
-        const int at = groups == 1 ? i : (i & ~63) | ((i & 31) << 1) | ((i >> 5) & 1);
-        if (H == 2)      // one vector store per slot: the warp writes one contiguous run
-            reinterpret_cast<uint2*>(sl)[at] = make_uint2(flex0, flex1);
-        else
-            reinterpret_cast<uint4*>(sl)[at] = make_uint4(pair(0, 0), flex0, pair(1, 0) & ~1u,
-                                                          flex1);
-        // Entries no pair holds join the overflow list.
+        if constexpr (H == 2) {
+            wd[0] = flex0; wd[1] = flex1;
+        } else {
+            wd[0] = pair(0, 0); wd[1] = flex0; wd[2] = pair(1, 0) & ~1u; wd[3] = flex1;
+        }
         for (int neg = 0; neg < 2; ++neg)
             for (int e = F + 2 * (neg ? wb : wa); e < (neg ? nm : np); ++e) {
                 const unsigned o = atomicAdd(&ocount, 1u);
                 ov[1 + o] = ((unsigned)ent[i * 2 * CAP + neg * CAP + e] << 12)
                             | ((unsigned)neg << 11) | (unsigned)i;
             }
+    };
+    // With two lane groups, rows i and i + 32 of the block are read by one warp's halves in
+    // the same load instructions, and staged rows of the same parity share banks. A zero
+    // place (row R) read in the same load as an entry of the other row moves to the second
+    // zero row, R + 1, where that entry's row has R's parity: it never adds a conflict.
+    // Words that are not read (flexible, equal to `empty`) are left as they are.
+    const int row_shift = __ffs(row_bytes) - 1;
+    auto spread = [&](unsigned (&mine)[H], const unsigned (&other)[H]) {
+#pragma unroll
+        for (int k = 0; k < H; ++k) {
+            const bool fixed = H == 4 && (k & 1) == 0;
+            if (!fixed && (mine[k] == empty || other[k] == empty)) continue;
+#pragma unroll
+            for (int half = 0; half < 2; ++half) {
+                const int fs = half ? 16 : 0, os = half ? shift : 2 * shift;   // field, scale
+                const unsigned fm = half ? mine[k] >> 16 : mine[k] & lo_mask;
+                const unsigned fo = half ? other[k] >> 16 : other[k] & lo_mask;
+                const unsigned z0 = (unsigned)(R * row_bytes) >> os;
+                const unsigned ro = (fo << os) >> row_shift;     // the other's row
+                if (fm == z0 && ro < (unsigned)R && ((ro ^ (unsigned)R) & 1u) == 0u)
+                    mine[k] += ((unsigned)row_bytes >> os) << fs;
+            }
+        }
+    };
+    unsigned* sl = reinterpret_cast<unsigned*>(SL + (c * ntb + tb) * (sc_i64)tbw);
+    for (int u = tid; u < tbw / groups; u += nt) {
+        const int i0 = groups == 1 ? u : ((u >> 5) << 6) | (u & 31);
+        unsigned wd[2][H];
+        slot(i0, wd[0]);
+        if (groups == 2) {
+            slot(i0 + 32, wd[1]);
+            unsigned first[H];
+#pragma unroll
+            for (int k = 0; k < H; ++k) first[k] = wd[0][k];
+            spread(wd[0], wd[1]);
+            spread(wd[1], first);
+        }
+#pragma unroll
+        for (int q = 0; q < 2; ++q) {
+            if (q >= groups) break;
+            const int i = i0 + 32 * q;
+            // Row i = 64 w + 32 g + k of the block (two groups) goes to 64 w + 2 k + g.
+            const int at = groups == 1 ? i : (i & ~63) | ((i & 31) << 1) | ((i >> 5) & 1);
+            if constexpr (H == 2)   // one vector store per slot: one contiguous run a warp
+                reinterpret_cast<uint2*>(sl)[at] = make_uint2(wd[q][0], wd[q][1]);
+            else
+                reinterpret_cast<uint4*>(sl)[at] = make_uint4(wd[q][0], wd[q][1], wd[q][2],
+                                                              wd[q][3]);
+        }
     }
     __syncthreads();
     if (tid == 0) ov[0] = ocount;
@@ -646,16 +694,20 @@ __device__ __forceinline__ void sc_slot_stage(const float* Ab, int m, int ncols,
 // The staged values at the two places of a slot word s from this thread's columns: byte
 // offsets in the staged tile, S = 0 as the low and high 16 bits (bit 0 a sign), for chunks
 // up to 2^16 bytes; S = 1 the low half's offset >> 2 (bits 1..14) and the high half's >> 1,
-// for chunks up to twice as long. Either way an address is an add after one logic
-// instruction for the low half and a single shift-and-add for the high half (offsets in
-// rows cost a shift, a mask and two adds per place: 8 instructions per place, which left
-// the kernel issue-bound; scaling both halves by two cost 12 instructions more per slot).
+// for chunks up to twice as long. `tile` is the staged tile (the same for the whole block)
+// and `lane` the thread's byte offset within a staged row, below the row's size: row
+// offsets are multiples of it, so the low half's address is one OR (S = 0) and the high
+// half's one shift-and-add, each then addressed from the block's tile in a uniform
+// register (offsets in rows cost a shift, a mask and two adds per place: 8 instructions
+// per place, which left the kernel issue-bound; scaling both halves by two cost 12
+// instructions more per slot; a per-thread base pointer, one add more per low half).
 template <int V, int S>
-__device__ __forceinline__ typename sc_fvec<V>::type sc_slot_pair(const char* col, unsigned s) {
+__device__ __forceinline__ typename sc_fvec<V>::type sc_slot_pair(const char* tile,
+                                                                 unsigned lane, unsigned s) {
     typedef typename sc_fvec<V>::type vec;
-    const unsigned lo = S ? (s & 0x7ffeu) << 2 : s & 0xfffeu, hi = s >> (16 - S);
-    return sc_fvec<V>::add(*reinterpret_cast<const vec*>(col + lo),
-                           *reinterpret_cast<const vec*>(col + hi));
+    const unsigned lo = (S ? (s & 0x7ffeu) << 2 : s & 0xfffeu) | lane, hi = (s >> (16 - S)) + lane;
+    return sc_fvec<V>::add(*reinterpret_cast<const vec*>(tile + lo),
+                           *reinterpret_cast<const vec*>(tile + hi));
 }
 
 // A slot's sum of plus entries minus minus entries. Places fill in order, so a word (two
@@ -665,25 +717,25 @@ __device__ __forceinline__ typename sc_fvec<V>::type sc_slot_pair(const char* co
 template <int H, int V, int S> struct sc_slot_sum;
 template <int V, int S> struct sc_slot_sum<4, V, S> {
     typedef sc_fvec<V> F;
-    static __device__ __forceinline__ typename F::type get(uint4 s, const char* col,
-                                                           unsigned empty) {
-        typename F::type v = F::sub(sc_slot_pair<V, S>(col, s.x), sc_slot_pair<V, S>(col, s.z));
+    static __device__ __forceinline__ typename F::type get(uint4 s, const char* tile,
+                                                           unsigned lane, unsigned empty) {
+        typename F::type v = F::sub(sc_slot_pair<V, S>(tile, lane, s.x), sc_slot_pair<V, S>(tile, lane, s.z));
         if (s.y != empty) {                              // flexible pairs: signed, in order
-            v = F::add(v, F::flip(sc_slot_pair<V, S>(col, s.y), s.y << 31));
+            v = F::add(v, F::flip(sc_slot_pair<V, S>(tile, lane, s.y), s.y << 31));
             if (s.w != empty)
-                v = F::add(v, F::flip(sc_slot_pair<V, S>(col, s.w), s.w << 31));
+                v = F::add(v, F::flip(sc_slot_pair<V, S>(tile, lane, s.w), s.w << 31));
         }
         return v;
     }
 };
 template <int V, int S> struct sc_slot_sum<2, V, S> {
     typedef sc_fvec<V> F;
-    static __device__ __forceinline__ typename F::type get(uint2 s, const char* col,
-                                                           unsigned empty) {
+    static __device__ __forceinline__ typename F::type get(uint2 s, const char* tile,
+                                                           unsigned lane, unsigned empty) {
         typename F::type v = F::zero();
         if (s.x != empty) {                              // flexible pairs: signed, in order
-            v = F::flip(sc_slot_pair<V, S>(col, s.x), s.x << 31);
-            if (s.y != empty) v = F::add(v, F::flip(sc_slot_pair<V, S>(col, s.y), s.y << 31));
+            v = F::flip(sc_slot_pair<V, S>(tile, lane, s.x), s.x << 31);
+            if (s.y != empty) v = F::add(v, F::flip(sc_slot_pair<V, S>(tile, lane, s.y), s.y << 31));
         }
         return v;
     }
@@ -711,8 +763,8 @@ sc_sparse_apply_slots(const float* A, int m, sc_i64 n, sc_i64 lda, int d, int R,
     constexpr int TILE = 32 * V / G;                     // columns per tile
     constexpr int GL = 32 / G;                           // lanes per group
     extern __shared__ __align__(16) unsigned char sc_smem[];
-    const int sstride = (R + 1) * TILE;                  // a staged tile and its zero row
-    float* stage0 = (float*)sc_smem;                     // 2 x ((R + 1) x TILE)
+    const int sstride = (R + 2) * TILE;                  // a staged tile, its two zero rows
+    float* stage0 = (float*)sc_smem;                     // 2 x ((R + 2) x TILE)
     word* slots0 = (word*)(stage0 + 2 * sstride);        // 2 x tbw
     unsigned* ovs0 = (unsigned*)(slots0 + 2 * tbw);      // 2 x SC_SLOT_OVS
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
@@ -729,8 +781,8 @@ sc_sparse_apply_slots(const float* A, int m, sc_i64 n, sc_i64 lda, int d, int R,
     vec acc[K];
 #pragma unroll
     for (int k = 0; k < K; ++k) acc[k] = F::zero();
-    for (int e = tid; e < 2 * TILE; e += blockDim.x)     // both zero rows
-        stage0[(e / TILE) * sstride + R * TILE + e % TILE] = 0.f;
+    for (int e = tid; e < 4 * TILE; e += blockDim.x)     // both buffers' zero rows
+        stage0[(e / (2 * TILE)) * sstride + R * TILE + e % (2 * TILE)] = 0.f;
     int tile = f0 / nchunks, c = f0 - tile * nchunks;
     int ncols = min(TILE, (int)(n - tile * TILE));
     sc_slot_stage<H, TILE>(A + tile * TILE, m, ncols, lda, R, SLb, slstride, tbw, OVb,
@@ -753,13 +805,13 @@ sc_sparse_apply_slots(const float* A, int m, sc_i64 n, sc_i64 lda, int d, int R,
         // This thread's slot of row index k: the groups' slots of one k sit side by side.
         const word* sl = slots0 + buf * tbw + w * K * G + g;
         const float* col = stage0 + buf * sstride + V * cl;
-        const char* colb = reinterpret_cast<const char*>(col);
+        const char* tileb = reinterpret_cast<const char*>(stage0 + buf * sstride);
         // Two zero-row places (sc_slot_pair's halves).
         const unsigned empty = (unsigned)(R * TILE * 4) >> (2 * S)
                                | (unsigned)(R * TILE * 4) >> S << 16;
 #pragma unroll
         for (int k = 0; k < K; ++k)
-            acc[k] = F::add(acc[k], sc_slot_sum<H, V, S>::get(sl[k * G], colb, empty));
+            acc[k] = F::add(acc[k], sc_slot_sum<H, V, S>::get(sl[k * G], tileb, 4 * V * cl, empty));
         // Entries beyond the slots' places: one coalesced reduction per entry and column
         // into Y, from the staged tile (the list's head is staged; a longer list reads on
         // from L2), an entry per lane group.

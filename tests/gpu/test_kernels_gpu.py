@@ -199,6 +199,92 @@ def test_sparse_apply_slots_two_groups_long_chunks(monkeypatch, d, m, n, R):
     assert_within(cupy.asnumpy(Y), ref, bound, f"slots, two groups, d={d}, R={R}")
 
 
+def _decode_slots(SL, OV, layout, vector, groups, chunks):
+    """Read slot tables as sc_sparse_apply_slots does: {(chunk, row of Y): sorted list of
+    (row of the chunk, sign)} from the slot words (flexible words up to the first empty
+    one) and the overflow lists, plus every place read as (chunk, row of Y, word, half,
+    row of the chunk), zero rows included."""
+    tbw, ntb, R, H, ovstride, _ = layout
+    row_bytes = 128 * vector // groups
+    shift = _sparse_shift(R, vector, groups)
+    words = cupy.asnumpy(SL).reshape(chunks, ntb, tbw, H).astype(np.int64)
+    ovs = cupy.asnumpy(OV).astype(np.int64)
+    empty = ((R * row_bytes) >> (2 * shift)) | (((R * row_bytes) >> shift) << 16)
+    entries, reads = {}, []
+    for c in range(chunks):
+        for tb in range(ntb):
+            for i in range(tbw):
+                at = i if groups == 1 else (i & ~63) | ((i & 31) << 1) | ((i >> 5) & 1)
+                w = words[c, tb, at]
+                # H = 4: fixed plus (0), flexible (1), fixed minus (2), flexible (3).
+                order = [0, 2, 1, 3] if H == 4 else [0, 1]
+                flexible = [1, 3] if H == 4 else [0, 1]
+                got = []
+                for k in order:
+                    if k in flexible and w[k] == empty:
+                        break       # the kernel skips it and every later flexible word
+                    lo = ((w[k] & 0x7ffe) << 2) if shift else (w[k] & 0xfffe)
+                    hi = w[k] >> (16 - shift)
+                    assert lo % row_bytes == 0 and hi % row_bytes == 0, (c, tb, i, k)
+                    sign = -1 if (k == 2 or (k in flexible and w[k] & 1)) else 1
+                    for half, off in enumerate((lo, hi)):
+                        r = off // row_bytes
+                        reads.append((c, tb * tbw + i, k, half, r))
+                        assert r <= R + 1, (c, tb, i, k, r)
+                        if r < R:
+                            got.append((r, sign))
+                entries[c, tb * tbw + i] = got
+            ov = ovs[(c * ntb + tb) * ovstride:]
+            for u in ov[1:1 + ov[0]]:
+                entries[c, tb * tbw + (u & 0x7ff)].append((u >> 12, -1 if u >> 11 & 1 else 1))
+    return {key: sorted(v) for key, v in entries.items()}, reads
+
+
+def _sparse_shift(R, vector, groups):
+    from sketchcore._cuda import _sparse
+    return _sparse._slot_shift(R, vector, groups)
+
+
+@pytest.mark.parametrize("vector,groups,d,R,H", [
+    (1, 1, 256, 240, 4), (2, 1, 256, 120, 4), (1, 2, 2048, 480, 4), (1, 2, 2048, 1100, 4),
+    (1, 2, 4096, 700, 2), (1, 1, 1024, 300, 2), (1, 2, 64, 480, 4),
+])
+def test_slot_tables_hold_every_entry_once(vector, groups, d, R, H):
+    """sc_sparse_slots' tables, read back as the apply kernel reads them, hold every
+    nonzero of S (row of Y, row of the chunk, sign) exactly once, in a slot place or the
+    overflow list; zero places name one of the two zero rows (R, R + 1); and with two lane
+    groups a zero place read in the same load as an entry of the other group's row lies in
+    the other bank half (the other parity of 64-byte rows)."""
+    from sketchcore._cuda import _sparse
+    m, nnz, seed = 3 * R - 17, 8, 81
+    stream = make_stream("sparse_sign", 0, 0)
+    layout = _sparse._slot_layout(m, d, nnz, 227 * 1024, vector, groups)
+    tbw, ntb = layout[:2]
+    layout = (tbw, ntb, R, H) + layout[4:]
+    bands = max((min(d, t0 + tbw) * nnz - 1) // d - ((t0 + 1) * nnz - 1) // d + 1
+                for t0 in range(0, d, tbw))
+    ovstride = -(-(1 + R * bands) // 4) * 4
+    layout = layout[:4] + (ovstride, layout[5])
+    chunks = -(-m // R)
+    SL = cupy.full(chunks * ntb * tbw * H, 0xdeadbeef, dtype=cupy.uint32)
+    OV = cupy.zeros(chunks * ntb * ovstride + _sparse._SLOT_OVS, dtype=cupy.uint32)
+    _sparse._build_slots(0, m, d, nnz, seed, stream, layout, vector, groups, SL, OV)
+    got, reads = _decode_slots(SL, OV, layout, vector, groups, chunks)
+    S = _sparse_dense_cpu(d, m, nnz, seed, stream, np.float64)
+    for c in range(chunks):
+        block = S[:, c * R:(c + 1) * R]
+        for row in range(d):
+            cols = np.flatnonzero(block[row])
+            want = sorted((int(r), 1 if block[row, r] > 0 else -1) for r in cols)
+            assert got[c, row] == want, (c, row)
+    if groups == 2:
+        at = {(c, y, k, half): r for c, y, k, half, r in reads}
+        for (c, y, k, half), r in at.items():
+            other = at.get((c, y ^ 32, k, half))
+            if r >= R and other is not None and other < R:
+                assert (r - other) % 2 == 1, (c, y, k, half, r, other)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("kind,name", [(0, "gaussian"), (1, "sign")])
 @pytest.mark.parametrize("d,m,n", [(1, 1, 1), (20, 300, 7), (70, 129, 65), (8, 5000, 3)])

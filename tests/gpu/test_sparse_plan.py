@@ -16,17 +16,17 @@ def test_slot_layout_fits_offsets_shared_memory_and_budget(vector, groups, optin
     threads = vector * tbw // groups       # a warp holds 32 groups / vector rows of Y
     assert threads % 32 == 0 and threads <= _sparse._SLOT_THREADS and tbw <= _sparse._SLOT_TB
     assert ntb * tbw >= d > (ntb - 1) * tbw
-    # A row's byte offset in the staged tile, the zero row's too, fits a slot word's halves
-    # as sc_slot_pair reads them: shift 0, 16 bits each with bit 0 left for a sign; shift
-    # 1, >> 2 in the low half's bits 1 .. 14 and >> 1 in the high half.
+    # A row's byte offset in the staged tile, the two zero rows' (R and R + 1) too, fits a
+    # slot word's halves as sc_slot_pair reads them: shift 0, 16 bits each with bit 0 left
+    # for a sign; shift 1, >> 2 in the low half's bits 1 .. 14 and >> 1 in the high half.
     shift = _sparse._slot_shift(R, vector, groups)
-    top = R * _sparse._slot_row_bytes(vector, groups)
+    top = (R + 1) * _sparse._slot_row_bytes(vector, groups)
     assert 16 <= R and shift in (0, 1)
     assert top <= 0xfffe if shift == 0 else (top >> 2 <= 0x7ffe and top >> 1 <= 0xffff)
     assert shift == 0 or top > 0xfffe                          # bytes whenever they fit
     assert H in (2, 4)
     smem = _sparse._slot_smem(R, H, tbw, vector, groups)
-    assert smem == 2 * ((R + 1) * 128 * vector // groups + tbw * 4 * H
+    assert smem == 2 * ((R + 2) * 128 * vector // groups + tbw * 4 * H
                         + _sparse._SLOT_OVS * 4)
     assert smem <= optin and _sparse._slot_builder_smem(tbw, H) <= optin
     bands = max(((min(d, t0 + tbw)) * nnz - 1) // d - ((t0 + 1) * nnz - 1) // d + 1
@@ -53,7 +53,7 @@ def test_slot_plan_follows_the_entries_per_row():
     allow, blocks of half the rows of Y. Tables too large for one slab are split into
     slabs of equal length."""
     tbw, _, R, H, _, slab = _sparse._slot_layout(1_000_000, 1024, 8, 227 * 1024)
-    assert (tbw, R, H) == (1024, 511, 4) and slab >= 1_000_000        # one slab of tables
+    assert (tbw, R, H) == (1024, 510, 4) and slab >= 1_000_000        # one slab of tables
     assert _sparse._slot_shift(R, 1) == 0
     R, H = _sparse._slot_layout(1_000_000, 4096, 8, 227 * 1024)[2:4]
     assert (R, H) == (768, 2) and _sparse._slot_shift(R, 1) == 1
@@ -62,7 +62,7 @@ def test_slot_plan_follows_the_entries_per_row():
     assert _sparse._slot_layout(1_000_000, 4096, 8, 227 * 1024)[5] >= 1_000_000
     # Two lane groups: blocks of 2048 rows of Y, 64-byte staged rows, chunks twice as long.
     tbw, ntb, R, H, _, _ = _sparse._slot_layout(1_000_000, 2048, 8, 227 * 1024, 1, 2)
-    assert (tbw, ntb, R, H) == (2048, 1, 1023, 4) and _sparse._slot_shift(R, 1, 2) == 0
+    assert (tbw, ntb, R, H) == (2048, 1, 1022, 4) and _sparse._slot_shift(R, 1, 2) == 0
     tbw, ntb, R, H, _, _ = _sparse._slot_layout(1_000_000, 4096, 8, 227 * 1024, 1, 2)
     assert (tbw, ntb, R, H) == (2048, 2, 1280, 4) and _sparse._slot_shift(R, 1, 2) == 1
     slab = _sparse._slot_layout(1_000_000, 16384, 8, 227 * 1024)[5]
