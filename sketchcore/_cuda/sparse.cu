@@ -447,6 +447,14 @@ extern "C" __global__ void sc_sparse_indices(sc_i64 j0, sc_i64 nj, int d, int nn
 // d = 8192, 2.42 -> 2.03; d = 2048, 1.00 against 1.02 (no gain: one block of rows already
 // stages each tile only twice); d = 1024, 0.82 against 0.98 (worse: chunks no longer than
 // before, twice the conflicts).
+// Places addressed from the staged tile's base in a uniform register (loads [R + UR]: the
+// low half one OR with the lane's offset, the high half one shift-and-add) and a second
+// zero row, so that a zero place in one lane group never shares banks with the other
+// group's entry (sc_sparse_slots), ncu in one run, kernel alone: d = 1024, 659 -> 647 us
+// (553M -> 512M instructions); d = 2048, 846 -> 798 us; d = 4096, 1.15 -> 1.06 ms (bank
+// conflicts 40M -> 17M of 239M -> 216M shared-load wavefronts, 886M -> 821M
+// instructions). Both limits stay near at d = 4096: shared-memory wavefronts 78% of one a
+// cycle, issue 75% of cycles.
 // Tried and dropped: overflow entries added into the owning warp's registers (each warp
 // scanning the list, a uniform branch tree picking the register) instead of global
 // reductions, 12% slower.
@@ -474,6 +482,14 @@ template <> struct sc_slot_word<4> { typedef uint4 type; };
 // H = 4, a pair per sign and two pairs for either sign (see sc_sparse_slots).
 template <int H> struct sc_slot_cap { static constexpr int value = H == 4 ? 6 : 4; };
 
+// A slot word: places at rows lo and hi of a staged tile of row_bytes-byte rows, as
+// sc_slot_pair<V, shift> reads them, and a sign bit. The builder and the apply kernel
+// both take `empty` (both places on zero row R) from here.
+__device__ __forceinline__ unsigned sc_slot_encode(unsigned lo, unsigned hi, unsigned neg,
+                                                   int row_bytes, int shift) {
+    return ((lo * row_bytes) >> (2 * shift)) | (((hi * row_bytes) >> shift) << 16) | neg;
+}
+
 __device__ __forceinline__ void sc_cp_async_wait_all() {
 #if __CUDA_ARCH__ >= 800
     asm volatile("cp.async.wait_group 0;" ::: "memory");
@@ -491,9 +507,9 @@ __device__ __forceinline__ void sc_cp_async8(void* smem, const void* gmem) {
 
 // Slot tables of chunks 0 .. gridDim.x - 1 of rows j0 .. j0 + m - 1 of A, one block per
 // (chunk c, block tb of tbw rows of Y). Slot of row i of the block: H words of two u16
-// places, each the chunk's row r (0 .. R - 1) of an entry or R (the zero row) where empty,
-// encoded from its byte offset r x row_bytes in the staged tile as sc_slot_pair<V, shift>
-// reads it. H = 4: a fixed pair of rows that add into row i of Y (word 0), one of rows
+// places, each the chunk's row r (0 .. R - 1) of an entry or a zero row (R, or R + 1 to
+// spare a bank conflict with two lane groups) where empty, encoded from its byte offset
+// r x row_bytes in the staged tile as sc_slot_pair<V, shift> reads it (sc_slot_encode). H = 4: a fixed pair of rows that add into row i of Y (word 0), one of rows
 // that subtract (word 2), and in words 1 and 3 two flexible pairs for the entries past
 // either sign's first two, minus in bit 0, filled in order. H = 2: two flexible pairs.
 // Against four places per sign (two pairs per sign for H = 2) this keeps three times as
@@ -504,7 +520,8 @@ __device__ __forceinline__ void sc_cp_async8(void* smem, const void* gmem) {
 // row of Y in the block); ovstride >= 1 + R nb, a multiple of 4. With two lane groups per
 // warp (groups = 2, see sc_sparse_apply_slots) row i's slot is stored at the position the
 // apply kernel reads it from: the two groups' slots of one row index k side by side.
-// Dynamic shared memory: tbw (4 + 4 CAP) bytes.
+// Dynamic shared memory: tbw (4 + 4 CAP) bytes. 32 registers (launch bounds: 8 blocks a
+// multiprocessor) keep the hashing's occupancy; the slot encoding needs no more.
 template <int H>
 __global__ void __launch_bounds__(256, 8)
 sc_sparse_slots(sc_i64 j0, sc_i64 m, int R, int d, int nnz, sc_u64 seed, sc_u64 stream,
@@ -562,8 +579,7 @@ sc_sparse_slots(sc_i64 j0, sc_i64 m, int R, int d, int nnz, sc_u64 seed, sc_u64 
     // Row of place e of a sign (0 .. CAP - 1), the zero row's past its count, and the
     // low and high halves of a word (sc_slot_pair): byte offsets >> 2 shift, >> shift.
     const unsigned lo_mask = shift ? 0x7ffeu : 0xfffeu;
-    const unsigned empty = ((R * row_bytes) >> (2 * shift))
-                           | (((unsigned)(R * row_bytes) >> shift) << 16);
+    const unsigned empty = sc_slot_encode(R, R, 0u, row_bytes, shift);
     // Words of row i's slot (H = 4: fixed plus pair, flexible, fixed minus pair, flexible;
     // H = 2: two flexible); entries no pair holds join the overflow list.
     auto slot = [&](int i, unsigned (&wd)[H]) {
@@ -572,8 +588,7 @@ sc_sparse_slots(sc_i64 j0, sc_i64 m, int R, int d, int nnz, sc_u64 seed, sc_u64 
             return (unsigned)(e < (neg ? nm : np) ? ent[i * 2 * CAP + neg * CAP + e] : R);
         };
         auto pair = [&](int neg, int e) {
-            return ((row(neg, e) * row_bytes) >> (2 * shift))
-                   | (((row(neg, e + 1) * row_bytes) >> shift) << 16) | (unsigned)neg;
+            return sc_slot_encode(row(neg, e), row(neg, e + 1), (unsigned)neg, row_bytes, shift);
         };
         // F fixed entries per sign (H = 4: words 0 and 2, unsigned), then two flexible
         // pairs, signed and in order, for the entries past them, placed where they keep
@@ -719,7 +734,8 @@ template <int V, int S> struct sc_slot_sum<4, V, S> {
     typedef sc_fvec<V> F;
     static __device__ __forceinline__ typename F::type get(uint4 s, const char* tile,
                                                            unsigned lane, unsigned empty) {
-        typename F::type v = F::sub(sc_slot_pair<V, S>(tile, lane, s.x), sc_slot_pair<V, S>(tile, lane, s.z));
+        typename F::type v = F::sub(sc_slot_pair<V, S>(tile, lane, s.x),
+                                    sc_slot_pair<V, S>(tile, lane, s.z));
         if (s.y != empty) {                              // flexible pairs: signed, in order
             v = F::add(v, F::flip(sc_slot_pair<V, S>(tile, lane, s.y), s.y << 31));
             if (s.w != empty)
@@ -735,7 +751,8 @@ template <int V, int S> struct sc_slot_sum<2, V, S> {
         typename F::type v = F::zero();
         if (s.x != empty) {                              // flexible pairs: signed, in order
             v = F::flip(sc_slot_pair<V, S>(tile, lane, s.x), s.x << 31);
-            if (s.y != empty) v = F::add(v, F::flip(sc_slot_pair<V, S>(tile, lane, s.y), s.y << 31));
+            if (s.y != empty)
+                v = F::add(v, F::flip(sc_slot_pair<V, S>(tile, lane, s.y), s.y << 31));
         }
         return v;
     }
@@ -807,11 +824,11 @@ sc_sparse_apply_slots(const float* A, int m, sc_i64 n, sc_i64 lda, int d, int R,
         const float* col = stage0 + buf * sstride + V * cl;
         const char* tileb = reinterpret_cast<const char*>(stage0 + buf * sstride);
         // Two zero-row places (sc_slot_pair's halves).
-        const unsigned empty = (unsigned)(R * TILE * 4) >> (2 * S)
-                               | (unsigned)(R * TILE * 4) >> S << 16;
+        const unsigned empty = sc_slot_encode(R, R, 0u, 4 * TILE, S);
 #pragma unroll
         for (int k = 0; k < K; ++k)
-            acc[k] = F::add(acc[k], sc_slot_sum<H, V, S>::get(sl[k * G], tileb, 4 * V * cl, empty));
+            acc[k] = F::add(acc[k],
+                            sc_slot_sum<H, V, S>::get(sl[k * G], tileb, 4 * V * cl, empty));
         // Entries beyond the slots' places: one coalesced reduction per entry and column
         // into Y, from the staged tile (the list's head is staged; a longer list reads on
         // from L2), an entry per lane group.
