@@ -61,6 +61,20 @@ def main():
                 t = cuda_time(lambda: _cuda.sparse_sign_left(A, d, nnz, seed, stream,
                                                              method=method))
                 bench.add(cased, f"  {name} kernel={method}", t, baseline="device copy")
+    # float64 (lstsq's sketches): the same bytes as the float32 matrix, half the columns.
+    A64 = rng.standard_normal((m, n // 2), dtype=cupy.float64)
+    dst64 = cupy.empty_like(A64)
+    copy64 = cuda_time(lambda: d2d_copy(A64, dst64))
+    for d in (256, 512, 1024):
+        case64 = f"{m}x{n // 2} float64, d={d}"
+        bench.add(case64, "device copy", copy64)
+        bench.add(case64, "sketchcore SparseSign nnz=8",
+                  cuda_time(lambda: _cuda.sparse_sign_left(A64, d, 8, seed, stream)),
+                  baseline="device copy")
+        bench.add(case64, "  SparseSign nnz=8 kernel=red",
+                  cuda_time(lambda: _cuda.sparse_sign_left(A64, d, 8, seed, stream,
+                                                           method="red")),
+                  baseline="device copy")
     # Right sketch A @ S.T of the transposed problem (256 x 1e6).
     At2 = cupy.ascontiguousarray(A[:100_000].T)
     case_r = f"right {At2.shape[0]}x{At2.shape[1]} float32, d=1024"

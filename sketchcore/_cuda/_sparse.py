@@ -14,8 +14,8 @@ _SMEM_BUDGET = 100 * 1024  # two blocks per multiprocessor on Hopper (228 KiB)
 
 
 #: Kernel for the left float32/float64 apply, set by measurement (bench/operators_gpu.py):
-#: "slots" (float32, nnz >= 2: per-chunk slot tables list which rows of A hit each row of
-#: Y; a thread accumulates 32 entries of Y in registers), "owned" (float32, nnz >= 2: a
+#: "slots" (nnz >= 2: per-chunk slot tables list which rows of A hit each row of Y; a
+#: thread accumulates 32 floats or 16 doubles of Y in registers), "owned" (float32, nnz >= 2: a
 #: block holds d x 32 of Y in shared memory, each thread owns one nonzero index t and adds
 #: into its row band without atomics), "red" (a warp per row of A, vector reductions into
 #: Y in L2; float32 with n % 4 == 0, float64 with n even), or "smem" (shared-memory tile of
@@ -56,7 +56,8 @@ _SLOT_BYTES = 128 << 20    # slot tables + overflow lists of a slab at most (lar
 
 
 def _slot_row_bytes(vector, groups=1):
-    """Bytes of a staged row of the "slots" kernel: a tile of 32 vector / groups floats."""
+    """Bytes of a staged row of the "slots" kernel: a tile of 32 vector / groups 4-byte
+    words (``vector``: a lane's words, float columns per thread or 2 for one double)."""
     return 128 * vector // groups
 
 
@@ -137,15 +138,19 @@ def _apply_slots(A, m, n, lda, d, nnz, seed, stream, Y, ldy, zero_y=False):
     shape are planned once (``_slot_launches``): the host time before the first launch
     is time the GPU waits."""
     import cupy
-    V = SLOT_VECTOR or (2 if d <= _SLOT_THREADS // 2 else 1)
-    G = 1 if V != 1 else SLOT_GROUPS or (2 if d > _SLOT_THREADS else 1)
-    key = (cupy.cuda.runtime.getDevice(), m, n, lda, ldy, d, nnz, V, G, _SLOT_SLAB,
+    if A.dtype == cupy.float64:   # a double a lane: the geometry of two floats a lane
+        V, G, T = 2, 1, "double"
+    else:
+        V = SLOT_VECTOR or (2 if d <= _SLOT_THREADS // 2 else 1)
+        G = 1 if V != 1 else SLOT_GROUPS or (2 if d > _SLOT_THREADS else 1)
+        T = "float"
+    key = (cupy.cuda.runtime.getDevice(), m, n, lda, ldy, d, nnz, V, G, T, _SLOT_SLAB,
            _SLOT_BYTES, _slot_plan)                      # tests vary the last three
     plan = _plans.get(key)
     if plan is None:
         if len(_plans) >= 64:
             _plans.clear()
-        plan = _plans[key] = _slot_launches(m, n, lda, ldy, d, nnz, V, G)
+        plan = _plans[key] = _slot_launches(m, n, lda, ldy, d, nnz, V, G, T)
     n_sl, n_tables, slabs = plan
     # Slot tables and overflow lists in one allocation.
     tables = cupy.empty(n_tables, dtype=cupy.uint32)
@@ -166,10 +171,11 @@ def _apply_slots(A, m, n, lda, d, nnz, seed, stream, Y, ldy, zero_y=False):
 _plans = {}          # (device, m, n, lda, ldy, d, nnz, V, G, ...) -> _slot_launches(...)
 
 
-def _slot_launches(m, n, lda, ldy, d, nnz, vector, groups):
+def _slot_launches(m, n, lda, ldy, d, nnz, vector, groups, ctype="float"):
     """The launches of ``_apply_slots`` for one shape: (slot table words, table and
     overflow words, [(j0, rows, builder launch, apply launch) per slab]), each launch its
-    kernel, grid, block and arguments around the per-call ones."""
+    kernel, grid, block and arguments around the per-call ones. ``vector``: 4-byte words
+    of a lane's columns (float: columns per thread; ``ctype`` "double": 2, one column)."""
     sms, optin = device_properties()
     layout = _slot_layout(m, d, nnz, optin, vector, groups)
     tbw, ntb, R, H, ovstride, slab = layout
@@ -178,7 +184,7 @@ def _slot_launches(m, n, lda, ldy, d, nnz, vector, groups):
     # The last overflow list's staged head reads past its end: pad by one head.
     n_tables = n_sl + chunks_max * ntb * ovstride + _SLOT_OVS
     shift = _slot_shift(R, vector, groups)
-    tile = 32 * vector // groups
+    tile = 128 * vector // groups // (8 if ctype == "double" else 4)   # columns
     gx = -(-n // tile)
     smem = _slot_smem(R, H, tbw, vector, groups)
     threads = vector * tbw // groups
@@ -191,7 +197,9 @@ def _slot_launches(m, n, lda, ldy, d, nnz, vector, groups):
         # per tile and group of chunks left 4 of 132 multiprocessors idle).
         work = gx * chunks
         per_block = -(-work // max(1, min(work, sms * per_sm // ntb)))
-        apply = (f"sc_sparse_apply_slots<{H}, {vector}, {shift}, {groups}>",
+        name = (f"sc_sparse_apply_slots<{H}, 1, {shift}, 1, double>" if ctype == "double"
+                else f"sc_sparse_apply_slots<{H}, {vector}, {shift}, {groups}>")
+        apply = (name,
                  (-(-work // per_block), 1, ntb), (threads,),
                  (i32(rows), i64(n), i64(lda), i32(d), i32(R)),
                  (i32(ovstride), i32(tbw), i32(ntb), i32(gx), i32(chunks), i32(per_block),
@@ -283,8 +291,7 @@ def _apply(A, m, n, saj, sac, d, nnz, seed, stream, Y, syr, syc, method=None):
     rowwise = (ct in ("float", "double") and sac == 1 and syc == 1 and n % vec == 0
                and saj % vec == 0 and syr % vec == 0 and A.data.ptr % 16 == 0
                and Y.data.ptr % 16 == 0)
-    if method == "slots" and rowwise and ct == "float" and nnz >= 2 and (
-            SLOTS_MIN_D <= d < (1 << 21)):
+    if method == "slots" and rowwise and nnz >= 2 and SLOTS_MIN_D <= d < (1 << 21):
         return _apply_slots(A, m, n, saj, d, nnz, seed, stream, Y, syr, zero_y=True)
     zero(Y)
     if (method in ("slots", "owned") and rowwise and ct == "float" and nnz >= 2

@@ -232,6 +232,24 @@ template <> struct sc_fvec<2> {
     static __device__ __forceinline__ float at(float2 a, int i) { return i ? a.y : a.x; }
 };
 
+// One double per lane (the "slots" kernel in float64), with sc_fvec's interface; a sign
+// in bit 31 of s moves to the double's sign bit.
+struct sc_dvec1 {
+    typedef double type;
+    static __device__ __forceinline__ double flip(double a, sc_u32 s) {
+        return __longlong_as_double(__double_as_longlong(a)
+                                    ^ ((long long)(s & 0x80000000u) << 32));
+    }
+    static __device__ __forceinline__ double add(double a, double b) { return a + b; }
+    static __device__ __forceinline__ double sub(double a, double b) { return a - b; }
+    static __device__ __forceinline__ double zero() { return 0.0; }
+    static __device__ __forceinline__ double at(double a, int) { return a; }
+};
+
+// Lane type of the "slots" kernel: V floats, or one double.
+template <class T, int V> struct sc_slot_lane { typedef sc_fvec<V> F; };
+template <> struct sc_slot_lane<double, 1> { typedef sc_dvec1 F; };
+
 __device__ __forceinline__ void sc_cp_async16(void* smem, const void* gmem, bool valid) {
 #if __CUDA_ARCH__ >= 800
     const unsigned dst = (unsigned)__cvta_generic_to_shared(smem);
@@ -483,7 +501,7 @@ template <> struct sc_slot_word<4> { typedef uint4 type; };
 template <int H> struct sc_slot_cap { static constexpr int value = H == 4 ? 6 : 4; };
 
 // A slot word: places at rows lo and hi of a staged tile of row_bytes-byte rows, as
-// sc_slot_pair<V, shift> reads them, and a sign bit. The builder and the apply kernel
+// sc_slot_pair<F, shift> reads them, and a sign bit. The builder and the apply kernel
 // both take `empty` (both places on zero row R) from here.
 __device__ __forceinline__ unsigned sc_slot_encode(unsigned lo, unsigned hi, unsigned neg,
                                                    int row_bytes, int shift) {
@@ -509,8 +527,9 @@ __device__ __forceinline__ void sc_cp_async8(void* smem, const void* gmem) {
 // (chunk c, block tb of tbw rows of Y). Slot of row i of the block: H words of two u16
 // places, each the chunk's row r (0 .. R - 1) of an entry or a zero row (R, or R + 1 to
 // spare a bank conflict with two lane groups) where empty, encoded from its byte offset
-// r x row_bytes in the staged tile as sc_slot_pair<V, shift> reads it (sc_slot_encode). H = 4: a fixed pair of rows that add into row i of Y (word 0), one of rows
-// that subtract (word 2), and in words 1 and 3 two flexible pairs for the entries past
+// r x row_bytes in the staged tile as sc_slot_pair reads it (sc_slot_encode). H = 4: a
+// fixed pair of rows that add into row i of Y (word 0), one of rows that subtract (word
+// 2), and in words 1 and 3 two flexible pairs for the entries past
 // either sign's first two, minus in bit 0, filled in order. H = 2: two flexible pairs.
 // Against four places per sign (two pairs per sign for H = 2) this keeps three times as
 // many entries at 4 per slot (a Poisson count of mean 2 per sign overflows 1.2% of them
@@ -677,22 +696,23 @@ sc_sparse_slots(sc_i64 j0, sc_i64 m, int R, int d, int nnz, sc_u64 seed, sc_u64 
 // below m only, and empty places read the separate zero row; columns past ncols feed only
 // accumulators that are never flushed. The copy loop steps two pointers (its 64-bit index
 // arithmetic had been a tenth of the kernel's instructions).
-template <int H, int TILE>
-__device__ __forceinline__ void sc_slot_stage(const float* Ab, int m, int ncols, sc_i64 lda,
+template <int H, int TILE, class T>
+__device__ __forceinline__ void sc_slot_stage(const T* Ab, int m, int ncols, sc_i64 lda,
                                               int R, const typename sc_slot_word<H>::type* SLb,
                                               int slstride, int tbw, const unsigned* OVb,
-                                              int ovstride, int c, float* stage,
+                                              int ovstride, int c, T* stage,
                                               typename sc_slot_word<H>::type* slots,
                                               unsigned* ovs) {
-    constexpr int Q = TILE / 4;                   // 16-byte pieces per staged row
+    constexpr int E = 16 / sizeof(T);             // elements per 16-byte piece
+    constexpr int Q = TILE / E;                   // pieces per staged row
     const int tid = threadIdx.x, nt = blockDim.x;
     // Each thread copies the same piece cq of every (nt / Q)-th row.
     const int cq = tid & (Q - 1), step = nt / Q;
     const int rows = min(R, m - c * R);
-    if (4 * cq < ncols) {
-        const float* src = Ab + (sc_i64)(c * R + tid / Q) * lda + 4 * cq;
+    if (E * cq < ncols) {
+        const T* src = Ab + (sc_i64)(c * R + tid / Q) * lda + E * cq;
         const sc_i64 src_step = (sc_i64)step * lda;
-        float* dst = stage + (tid / Q) * TILE + 4 * cq;
+        T* dst = stage + (tid / Q) * TILE + E * cq;
         for (int rr = tid / Q; rr < rows; rr += step, src += src_step, dst += step * TILE)
             sc_cp_async16(dst, src, true);
     }
@@ -716,43 +736,41 @@ __device__ __forceinline__ void sc_slot_stage(const float* Ab, int m, int ncols,
 // register (offsets in rows cost a shift, a mask and two adds per place: 8 instructions
 // per place, which left the kernel issue-bound; scaling both halves by two cost 12
 // instructions more per slot; a per-thread base pointer, one add more per low half).
-template <int V, int S>
-__device__ __forceinline__ typename sc_fvec<V>::type sc_slot_pair(const char* tile,
-                                                                 unsigned lane, unsigned s) {
-    typedef typename sc_fvec<V>::type vec;
+template <class F, int S>
+__device__ __forceinline__ typename F::type sc_slot_pair(const char* tile, unsigned lane,
+                                                        unsigned s) {
+    typedef typename F::type vec;
     const unsigned lo = (S ? (s & 0x7ffeu) << 2 : s & 0xfffeu) | lane, hi = (s >> (16 - S)) + lane;
-    return sc_fvec<V>::add(*reinterpret_cast<const vec*>(tile + lo),
-                           *reinterpret_cast<const vec*>(tile + hi));
+    return F::add(*reinterpret_cast<const vec*>(tile + lo),
+                  *reinterpret_cast<const vec*>(tile + hi));
 }
 
 // A slot's sum of plus entries minus minus entries. Places fill in order, so a word (two
 // places) equal to `empty` (both places the zero row) ends its entries: it is skipped, a
 // branch that is uniform over the warp (all lanes read the same slot), sparing the
 // shared-memory traffic of the zero-row loads.
-template <int H, int V, int S> struct sc_slot_sum;
-template <int V, int S> struct sc_slot_sum<4, V, S> {
-    typedef sc_fvec<V> F;
+template <int H, class F, int S> struct sc_slot_sum;
+template <class F, int S> struct sc_slot_sum<4, F, S> {
     static __device__ __forceinline__ typename F::type get(uint4 s, const char* tile,
                                                            unsigned lane, unsigned empty) {
-        typename F::type v = F::sub(sc_slot_pair<V, S>(tile, lane, s.x),
-                                    sc_slot_pair<V, S>(tile, lane, s.z));
+        typename F::type v = F::sub(sc_slot_pair<F, S>(tile, lane, s.x),
+                                    sc_slot_pair<F, S>(tile, lane, s.z));
         if (s.y != empty) {                              // flexible pairs: signed, in order
-            v = F::add(v, F::flip(sc_slot_pair<V, S>(tile, lane, s.y), s.y << 31));
+            v = F::add(v, F::flip(sc_slot_pair<F, S>(tile, lane, s.y), s.y << 31));
             if (s.w != empty)
-                v = F::add(v, F::flip(sc_slot_pair<V, S>(tile, lane, s.w), s.w << 31));
+                v = F::add(v, F::flip(sc_slot_pair<F, S>(tile, lane, s.w), s.w << 31));
         }
         return v;
     }
 };
-template <int V, int S> struct sc_slot_sum<2, V, S> {
-    typedef sc_fvec<V> F;
+template <class F, int S> struct sc_slot_sum<2, F, S> {
     static __device__ __forceinline__ typename F::type get(uint2 s, const char* tile,
                                                            unsigned lane, unsigned empty) {
         typename F::type v = F::zero();
         if (s.x != empty) {                              // flexible pairs: signed, in order
-            v = F::flip(sc_slot_pair<V, S>(tile, lane, s.x), s.x << 31);
+            v = F::flip(sc_slot_pair<F, S>(tile, lane, s.x), s.x << 31);
             if (s.y != empty)
-                v = F::add(v, F::flip(sc_slot_pair<V, S>(tile, lane, s.y), s.y << 31));
+                v = F::add(v, F::flip(sc_slot_pair<F, S>(tile, lane, s.y), s.y << 31));
         }
         return v;
     }
@@ -766,22 +784,26 @@ template <int V, int S> struct sc_slot_sum<2, V, S> {
 // 1024 threads holds 2048 rows of Y and a staged row is 64 bytes: half the blocks of rows
 // for large d, each staging chunks twice as long, and one load instruction serves two
 // entries (the halves' rows share banks half the time). blockDim.x = V tbw / G threads.
-template <int H, int V, int S, int G>
+// T = double (V = 1, G = 1): one double column per lane, 16 rows of Y per thread (the same
+// 32 registers a thread, 256-byte staged rows, as V = 2 in float).
+template <int H, int V, int S, int G, class T = float>
 __global__ void __launch_bounds__(SC_SLOT_THREADS, 1)
-sc_sparse_apply_slots(const float* A, int m, sc_i64 n, sc_i64 lda, int d, int R,
+sc_sparse_apply_slots(const T* A, int m, sc_i64 n, sc_i64 lda, int d, int R,
                       const typename sc_slot_word<H>::type* SL, const unsigned* OV,
                       int ovstride, int tbw, int ntb, int ntiles, int nchunks, int per_block,
-                      double scale, float* Y, sc_i64 ldy) {
+                      double scale, T* Y, sc_i64 ldy) {
     static_assert(G == 1 || V == 1, "two lane groups take one column per thread");
+    static_assert(sizeof(T) == 4 || (V == 1 && G == 1), "double: one column, one group");
     typedef typename sc_slot_word<H>::type word;
-    typedef sc_fvec<V> F;
+    typedef typename sc_slot_lane<T, V>::F F;
     typedef typename F::type vec;
-    constexpr int K = 32 / V;                            // rows of Y per thread
+    constexpr int LB = V * (int)sizeof(T);               // bytes of a lane's columns
+    constexpr int K = 128 / LB;                          // rows of Y per thread
     constexpr int TILE = 32 * V / G;                     // columns per tile
     constexpr int GL = 32 / G;                           // lanes per group
     extern __shared__ __align__(16) unsigned char sc_smem[];
     const int sstride = (R + 2) * TILE;                  // a staged tile, its two zero rows
-    float* stage0 = (float*)sc_smem;                     // 2 x ((R + 2) x TILE)
+    T* stage0 = (T*)sc_smem;                             // 2 x ((R + 2) x TILE)
     word* slots0 = (word*)(stage0 + 2 * sstride);        // 2 x tbw
     unsigned* ovs0 = (unsigned*)(slots0 + 2 * tbw);      // 2 x SC_SLOT_OVS
     const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
@@ -794,15 +816,15 @@ sc_sparse_apply_slots(const float* A, int m, sc_i64 n, sc_i64 lda, int d, int R,
     const int slstride = ntb * tbw;
     const unsigned* OVb = OV + (sc_i64)tb * ovstride;
     const int ovs_stride = ntb * ovstride;
-    const float sv = (float)scale;
+    const T sv = (T)scale;
     vec acc[K];
 #pragma unroll
     for (int k = 0; k < K; ++k) acc[k] = F::zero();
     for (int e = tid; e < 4 * TILE; e += blockDim.x)     // both buffers' zero rows
-        stage0[(e / (2 * TILE)) * sstride + R * TILE + e % (2 * TILE)] = 0.f;
+        stage0[(e / (2 * TILE)) * sstride + R * TILE + e % (2 * TILE)] = (T)0;
     int tile = f0 / nchunks, c = f0 - tile * nchunks;
     int ncols = min(TILE, (int)(n - tile * TILE));
-    sc_slot_stage<H, TILE>(A + tile * TILE, m, ncols, lda, R, SLb, slstride, tbw, OVb,
+    sc_slot_stage<H, TILE, T>(A + tile * TILE, m, ncols, lda, R, SLb, slstride, tbw, OVb,
                            ovs_stride, c, stage0, slots0, ovs0);
     sc_cp_async_commit();
     int buf = 0;
@@ -813,7 +835,7 @@ sc_sparse_apply_slots(const float* A, int m, sc_i64 n, sc_i64 lda, int d, int R,
         __syncthreads();
         if (f + 1 < f1) {
             const int tn = last_of_tile ? tile + 1 : tile;
-            sc_slot_stage<H, TILE>(A + tn * TILE, m, min(TILE, (int)(n - tn * TILE)), lda, R,
+            sc_slot_stage<H, TILE, T>(A + tn * TILE, m, min(TILE, (int)(n - tn * TILE)), lda, R,
                                    SLb, slstride, tbw, OVb, ovs_stride,
                                    last_of_tile ? 0 : c + 1, stage0 + (buf ^ 1) * sstride,
                                    slots0 + (buf ^ 1) * tbw, ovs0 + (buf ^ 1) * SC_SLOT_OVS);
@@ -821,24 +843,24 @@ sc_sparse_apply_slots(const float* A, int m, sc_i64 n, sc_i64 lda, int d, int R,
         sc_cp_async_commit();
         // This thread's slot of row index k: the groups' slots of one k sit side by side.
         const word* sl = slots0 + buf * tbw + w * K * G + g;
-        const float* col = stage0 + buf * sstride + V * cl;
+        const T* col = stage0 + buf * sstride + V * cl;
         const char* tileb = reinterpret_cast<const char*>(stage0 + buf * sstride);
         // Two zero-row places (sc_slot_pair's halves).
-        const unsigned empty = sc_slot_encode(R, R, 0u, 4 * TILE, S);
+        const unsigned empty = sc_slot_encode(R, R, 0u, TILE * (int)sizeof(T), S);
 #pragma unroll
         for (int k = 0; k < K; ++k)
             acc[k] = F::add(acc[k],
-                            sc_slot_sum<H, V, S>::get(sl[k * G], tileb, 4 * V * cl, empty));
+                            sc_slot_sum<H, F, S>::get(sl[k * G], tileb, LB * cl, empty));
         // Entries beyond the slots' places: one coalesced reduction per entry and column
         // into Y, from the staged tile (the list's head is staged; a longer list reads on
         // from L2), an entry per lane group.
-        float* Yc = Y + tile * TILE + V * cl;
+        T* Yc = Y + tile * TILE + V * cl;
         const unsigned* ovs = ovs0 + buf * SC_SLOT_OVS;
         const unsigned* ovg = OVb + c * ovs_stride;
         const unsigned count = ovs[0];
         for (unsigned o = w * G + g; o < count; o += nwarps * G) {
             const unsigned u = 1 + o < SC_SLOT_OVS ? ovs[1 + o] : ovg[1 + o];
-            // The entry's sign (bit 11) moved to the floats' sign bits.
+            // The entry's sign (bit 11) moved to the values' sign bits.
             const vec a = F::flip(*reinterpret_cast<const vec*>(col + (u >> 12) * TILE),
                                   (u << 20) & 0x80000000u);
             const sc_i64 row = (sc_i64)tb * tbw + (u & 0x7ffu);

@@ -37,6 +37,8 @@ def test_every_instantiation_compiles(compiled, arch):
             for sh in (0, 1)} <= set(mapping)
     assert {f"sc_sparse_apply_slots<{h}, 1, {sh}, 2>" for h in (2, 4) for sh in (0, 1)
             } <= set(mapping)
+    assert {f"sc_sparse_apply_slots<{h}, 1, {sh}, 1, double>" for h in (2, 4)
+            for sh in (0, 1)} <= set(mapping)
     for expr, lowered in mapping.items():
         assert lowered, expr
         # The symbol must be in the emitted cubin/PTX, i.e. the kernel really was generated.
@@ -58,8 +60,10 @@ def test_every_kernel_is_instantiated_for_every_dtype():
     for name in templated:
         used = [e for e in exprs if e.startswith(name + "<")]
         assert used, f"template kernel {name} is never instantiated"
-        # The "owned" and "slots" kernels are float32-only (templated on columns per
-        # thread, places per slot).
+        # The "owned" kernel is float32-only, the slot builder has no element type and
+        # the "slots" kernel takes its type last (float by default).
+        if name == "sc_sparse_apply_slots":
+            assert any(e.endswith(", double>") for e in used), f"{name} lacks a double one"
         if (name.startswith(("sc_fill_", "sc_sparse_", "sc_fwht", "sc_dense"))
                 and name not in ("sc_sparse_apply_owned", "sc_sparse_apply_slots",
                                  "sc_sparse_slots")):

@@ -178,6 +178,37 @@ def test_sparse_apply_slots_slabs_and_overflow(monkeypatch, vector, groups, d, m
     assert_within(cupy.asnumpy(Y), ref, bound, f"slots d={d} nnz={nnz}")
 
 
+@pytest.mark.parametrize("d,m,n,nnz,plan", [
+    (512, 5000, 96, 8, (240, 4)),    # 7.5 entries per row of Y and chunk: overflow
+    (64, 4000, 32, 8, (240, 4)),     # 60 per row: full flexible pairs, most overflow
+    (1024, 5000, 64, 8, (384, 4)),   # chunks too long for byte offsets (halved), 2 blocks
+    (1024, 6000, 64, 8, (240, 2)),   # two places per sign, some overflow
+    (2500, 7000, 40, 3, None),       # several blocks of rows of Y, the last one partial
+    (200, 4000, 100, 5, None),       # a ragged last column tile (100 = 3 x 32 + 4)
+])
+def test_sparse_apply_slots_float64(monkeypatch, d, m, n, nnz, plan):
+    """The "slots" kernel in float64 (a double a lane, 16 rows of Y a thread, 256-byte
+    staged rows), over several slabs, with overflow entries, halved offsets and ragged
+    tiles, against the float64 product with float64's error bound."""
+    from sketchcore._cuda import _sparse
+    monkeypatch.setattr(_sparse, "_SLOT_SLAB", 2048)
+    monkeypatch.setattr(_sparse, "SLOTS_MIN_D", 1)
+    if plan is not None:
+        monkeypatch.setattr(_sparse, "_slot_plan", lambda *args: plan)
+    stream = make_stream("sparse_sign", 0, 0)
+    A = np.random.default_rng(d + m + 1).standard_normal((m, n))
+    S = _sparse_dense_cpu(d, m, nnz, 82, stream, np.float64)
+    ref = S @ A
+    bound = gamma((S != 0).sum(axis=1).max() + 1, np.float64) * (np.abs(S) @ np.abs(A))
+    calls = []
+    launch = _sparse.launch
+    monkeypatch.setattr(_sparse, "launch", lambda expr, *a, **k: (calls.append(expr),
+                                                                 launch(expr, *a, **k)))
+    Y = _cuda.sparse_sign_left(cupy.asarray(A), d, nnz, 82, stream, method="slots")
+    assert any(c.endswith(", double>") for c in calls), calls      # the float64 kernel ran
+    assert_within(cupy.asnumpy(Y), ref, bound, f"slots float64 d={d} nnz={nnz}")
+
+
 @pytest.mark.parametrize("d,m,n,R", [
     (2048, 8000, 48, 1100),   # about 4 entries per row of Y and chunk, one block of rows
     (256, 5000, 40, 1200),    # about 37: full flexible pairs, most entries overflow
