@@ -595,14 +595,15 @@ sc_sparse_slots(sc_i64 j0, sc_i64 m, int R, int d, int nnz, sc_u64 seed, sc_u64 
         }
     }
     __syncthreads();
-    // Row of place e of a sign (0 .. CAP - 1), the zero row's past its count, and the
-    // low and high halves of a word (sc_slot_pair): byte offsets >> 2 shift, >> shift.
+    // A word's low half (sc_slot_pair: its byte offset >> 2 shift, a sign in bit 0).
     const unsigned lo_mask = shift ? 0x7ffeu : 0xfffeu;
     const unsigned empty = sc_slot_encode(R, R, 0u, row_bytes, shift);
     // Words of row i's slot (H = 4: fixed plus pair, flexible, fixed minus pair, flexible;
     // H = 2: two flexible); entries no pair holds join the overflow list.
     auto slot = [&](int i, unsigned (&wd)[H]) {
         const int np = min((int)(cnt[i] & 0xffffu), CAP), nm = min((int)(cnt[i] >> 16), CAP);
+        // Row of place e of a sign (0 .. CAP - 1), the zero row's past its count, and a
+        // word of two of them.
         auto row = [&](int neg, int e) {
             return (unsigned)(e < (neg ? nm : np) ? ent[i * 2 * CAP + neg * CAP + e] : R);
         };
