@@ -80,9 +80,18 @@ def main():
     case_r = f"right {At2.shape[0]}x{At2.shape[1]} float32, d=1024"
     dst2 = cupy.empty_like(At2)
     bench.add(case_r, "device copy", cuda_time(lambda: d2d_copy(At2, dst2)))
-    bench.add(case_r, "sketchcore CountSketch right",
-              cuda_time(lambda: _cuda.sparse_sign_right(At2, 1024, 1, seed, stream)),
-              baseline="device copy")
+    for nnz, name in ((1, "CountSketch"), (8, "SparseSign nnz=8")):
+        bench.add(case_r, f"sketchcore {name} right",
+                  cuda_time(lambda: _cuda.sparse_sign_right(At2, 1024, nnz, seed, stream)),
+                  baseline="device copy")
+        bench.add(case_r, f"  {name} right, rows kernel",
+                  cuda_time(lambda: _cuda.sparse_sign_right(At2, 1024, nnz, seed, stream,
+                                                            method="rows")),
+                  baseline="device copy")
+        bench.add(case_r, f"  {name} right via a transposed copy",
+                  cuda_time(lambda: _cuda.sparse_sign_right(At2, 1024, nnz, seed, stream,
+                                                            method="transpose")),
+                  baseline="device copy")
     # Dense operators: tile-generated vs cuBLAS on a stored operator (generation included
     # in the baseline's favour: the stored operator is made once, outside the timing).
     md, nd, d = 65536, 256, 256

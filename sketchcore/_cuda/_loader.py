@@ -70,7 +70,7 @@ def name_expressions():
     for t in ("float", "double"):
         exprs += [f"sc_fill_uniform<{t}>", f"sc_fill_sign<{t}>", f"sc_fill_gaussian<{t}>",
                   f"sc_sparse_apply_smem<{t}>", f"sc_sparse_apply_atomic<{t}>",
-                  f"sc_sparse_apply_red<{t}>",
+                  f"sc_sparse_apply_red<{t}>", f"sc_sparse_apply_right<{t}>",
                   f"sc_sparse_dense<{t}>", f"sc_fwht_pass<{t}>", f"sc_dense_block<{t}>"]
     exprs += [f"sc_sparse_apply_owned<{v}>" for v in OWNED_VECTORS]
     for t in ("float", "double"):

@@ -355,23 +355,76 @@ def sparse_sign_left(A, d, nnz, seed, stream, method=None):
     return Y
 
 
-def sparse_sign_right(A, d, nnz, seed, stream):
-    """``A @ S.T`` for the sparse-sign operator S (d, m); A cupy.ndarray (n, m) -> (n, d)."""
+#: Largest nnz for which the right apply scatters rows of A into shared memory
+#: (sc_sparse_apply_right) instead of applying S to a transposed copy of A: one shared
+#: atomic per nonzero there. Measured on an H200 (256 x 100000 float32, d = 1024, ms, rows /
+#: transposed copy): nnz = 1, 0.172 / 0.279; nnz = 8, 0.572 / 0.314.
+RIGHT_ROWS_MAX_NNZ = 2
+_RIGHT_ROWS = 8               # SC_RIGHT_ROWS in sparse.cu
+_RIGHT_THREADS = 512
+_RIGHT_SLAB = 1 << 24         # nonzeros of S per launch at most (bounds the hash buffer)
+
+
+def _apply_right(A, n, m, d, nnz, seed, stream, Y):
+    """Y = A @ S.T through sc_sparse_apply_right (A (n, m), Y (n, d), both C-contiguous),
+    S's columns in slabs of at most _RIGHT_SLAB nonzeros; False where a block cannot hold
+    one row of Y in shared memory (the caller falls back)."""
+    import cupy
+    sms, optin = device_properties()
+    size = A.itemsize
+    rt = min(_RIGHT_ROWS, n, min(optin, 227 * 1024) // (d * size))
+    if rt < 1:
+        return False
+    smem = rt * d * size
+    per_sm = max(1, min(2048 // _RIGHT_THREADS, (min(optin, 227 * 1024) + 1024) // (smem + 1024)))
+    gy = -(-n // rt)
+    slab = max(1, _RIGHT_SLAB // nnz)
+    H = cupy.empty(min(m, slab) * nnz, dtype=cupy.int32)
+    zero(Y)
+    ct = ctype_of(A)
+    for j0 in range(0, m, slab):
+        cols = min(slab, m - j0)
+        launch("sc_sparse_col_hashes", (grid_size(cols * nnz),), (256,),
+               (i64(j0), i64(cols), i32(d), i32(nnz), u64(seed), u64(stream), H))
+        # About two waves of blocks: each column slab of a block adds its rt rows of Y to
+        # Y with one atomic per entry, so no more slabs than filling the device needs.
+        gx = max(1, min(-(-cols // _RIGHT_THREADS), -(-2 * sms * per_sm // gy)))
+        cw = -(-cols // gx)
+        gx = -(-cols // cw)
+        launch(f"sc_sparse_apply_right<{ct}>", (gx, gy), (_RIGHT_THREADS,),
+               (A[:, j0:j0 + cols], i64(n), i64(cols), i64(m), i32(d), i32(nnz), H,
+                f64(1.0 / math.sqrt(nnz)), Y, i64(d), i32(rt), i64(cw)), shared_mem=smem)
+    return True
+
+
+def sparse_sign_right(A, d, nnz, seed, stream, method=None):
+    """``A @ S.T`` for the sparse-sign operator S (d, m); A cupy.ndarray (n, m) -> (n, d).
+
+    ``method`` (tests, benchmarks): "rows" (rows of A scattered into rows of Y held in
+    shared memory, sc_sparse_apply_right) or "transpose" (the left apply of a transposed
+    copy of A); the default takes "rows" for nnz <= RIGHT_ROWS_MAX_NNZ and where the left
+    apply would not run its fast kernels, else "transpose"."""
     import cupy
     A = require_cupy_2d(A, "A")
     d, nnz = _check(d, nnz)
     n, m = A.shape
-    if (LEFT_METHOD != "smem" and A.dtype == cupy.float32 and n % 4 == 0 and m and n):
+    Y = cupy.empty((n, d), dtype=A.dtype)
+    if not (m and n):
+        return zero(Y)
+    transposable = (LEFT_METHOD != "smem" and n % (4 if A.dtype == cupy.float32 else 2) == 0
+                    and A.dtype in (cupy.float32, cupy.float64))
+    if method is None:
+        method = "rows" if nnz <= RIGHT_ROWS_MAX_NNZ or not transposable else "transpose"
+    if method == "rows" and A.dtype in (cupy.float32, cupy.float64):
+        if _apply_right(A, n, m, d, nnz, seed, stream, Y):
+            return Y
+    if transposable:
         # A transposed copy (one pass over A) lets the row-per-warp reduction kernel run
-        # on contiguous rows instead of the strided shared-memory kernel (timed against a
-        # device copy in bench/operators_gpu.py, "CountSketch right").
+        # on contiguous rows instead of the strided shared-memory kernel.
         Yt = sparse_sign_left(cupy.ascontiguousarray(A.T), d, nnz, seed, stream)
         return cupy.ascontiguousarray(Yt.T)
-    Y = cupy.empty((n, d), dtype=A.dtype)
-    if m and n:   # Y.T = S @ A.T through strides: A.T's (j, c) = A[c*m + j], Y.T's (r, c) = Y[c*d + r]
-        _apply(A, m, n, 1, m, d, nnz, seed, stream, Y, 1, d)
-    else:
-        zero(Y)
+    # Y.T = S @ A.T through strides: A.T's (j, c) = A[c*m + j], Y.T's (r, c) = Y[c*d + r]
+    _apply(A, m, n, 1, m, d, nnz, seed, stream, Y, 1, d)
     return Y
 
 

@@ -422,6 +422,58 @@ __global__ void sc_sparse_dense(int d, sc_i64 m, int nnz, sc_u64 seed, sc_u64 st
     }
 }
 
+// Nonzeros of columns j0 .. j0 + nj - 1 of S as sc_sparse_hash gives them (row | sign bit):
+// H[(j - j0) nnz + t], for sc_sparse_apply_right.
+extern "C" __global__ void sc_sparse_col_hashes(sc_i64 j0, sc_i64 nj, int d, int nnz,
+                                                sc_u64 seed, sc_u64 stream, int* H) {
+    const sc_i64 total = nj * nnz;
+    for (sc_i64 e = blockIdx.x * (sc_i64)blockDim.x + threadIdx.x; e < total;
+         e += (sc_i64)gridDim.x * blockDim.x)
+        H[e] = sc_sparse_hash(seed, stream, j0 + e / nnz, (int)(e % nnz), d, nnz);
+}
+
+#define SC_RIGHT_ROWS 8         // rows of A (and of Y) per block of sc_sparse_apply_right
+
+// Y (zeroed, n x d) += A S^T for A (n x m) with unit column stride (row stride lda) and Y
+// likewise (ldy): the CountSketch / sparse-sign right apply without transposing A. Block
+// (x, y) takes rows y rt .. y rt + rt - 1 (rt <= SC_RIGHT_ROWS) and columns x cw ..
+// x cw + cw - 1 of A; its rt rows of Y sit in shared memory (rt x d). A thread takes a
+// column j at a time: its nnz hashes (H, from sc_sparse_col_hashes) and its rt values
+// (each row's read coalesced over the block's threads), then rt x nnz shared-memory
+// atomics; the tile is added to Y with one global atomic per nonzero entry, scaled then.
+template <class T>
+__global__ void sc_sparse_apply_right(const T* A, sc_i64 n, sc_i64 m, sc_i64 lda, int d,
+                                      int nnz, const int* H, double scale, T* Y, sc_i64 ldy,
+                                      int rt, sc_i64 cw) {
+    extern __shared__ __align__(16) unsigned char sc_smem[];
+    T* acc = (T*)sc_smem;                                      // rt x d
+    const int tid = threadIdx.x, nt = blockDim.x;
+    const sc_i64 r0 = (sc_i64)blockIdx.y * rt;
+    const int nr = (int)min((sc_i64)rt, n - r0);
+    const sc_i64 c0 = (sc_i64)blockIdx.x * cw, c1 = min(m, c0 + cw);
+    for (int e = tid; e < nr * d; e += nt) acc[e] = (T)0;
+    __syncthreads();
+    for (sc_i64 j = c0 + tid; j < c1; j += nt) {
+        T a[SC_RIGHT_ROWS];
+#pragma unroll
+        for (int r = 0; r < SC_RIGHT_ROWS; ++r)
+            a[r] = r < nr ? A[(r0 + r) * lda + j] : (T)0;
+        for (int t = 0; t < nnz; ++t) {
+            const int h = H[j * nnz + t];
+            T* row = acc + (h & 0x7fffffff);
+#pragma unroll
+            for (int r = 0; r < SC_RIGHT_ROWS; ++r)
+                if (r < nr) atomicAdd(row + r * d, h < 0 ? -a[r] : a[r]);
+        }
+    }
+    __syncthreads();
+    const T sv = (T)scale;
+    for (int e = tid; e < nr * d; e += nt) {
+        const T v = acc[e];
+        if (v != (T)0) atomicAdd(&Y[(r0 + e / d) * ldy + e % d], sv * v);
+    }
+}
+
 // Rows and signs (+-1.0) of the nonzeros of columns j0 .. j0+nj-1: entry e = (j - j0)*nnz + t.
 extern "C" __global__ void sc_sparse_indices(sc_i64 j0, sc_i64 nj, int d, int nnz, sc_u64 seed,
                                              sc_u64 stream, int* rows, double* signs) {

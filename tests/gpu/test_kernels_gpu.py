@@ -119,9 +119,10 @@ def test_sparse_apply(dtype, d, m, n, nnz):
         assert_within(cupy.asnumpy(Yi), ref, bound, f"sparse_sign_left {method}")
     Y = _cuda.sparse_sign_left(cupy.asarray(A), d, nnz, seed, stream)
     At = np.ascontiguousarray(A.T)
-    Z = _cuda.sparse_sign_right(cupy.asarray(At), d, nnz, seed, stream)
-    assert Z.shape == (n, d)
-    assert_within(cupy.asnumpy(Z), ref.T, bound.T, "sparse_sign_right")
+    for method in ("rows", "transpose"):
+        Z = _cuda.sparse_sign_right(cupy.asarray(At), d, nnz, seed, stream, method=method)
+        assert Z.shape == (n, d) and Z.dtype == dtype
+        assert_within(cupy.asnumpy(Z), ref.T, bound.T, f"sparse_sign_right {method}")
     # Same inputs as the CPU kernel give the same function (up to summation order).
     cpu = _cpu.sparse_sign_left(A, d, nnz, seed, stream)
     assert_within(cupy.asnumpy(Y), cpu, 2 * bound, "sparse_sign_left vs CPU")
@@ -314,6 +315,27 @@ def test_slot_tables_hold_every_entry_once(vector, groups, d, R, H):
             other = at.get((c, y ^ 32, k, half))
             if r >= R and other is not None and other < R:
                 assert (r - other) % 2 == 1, (c, y, k, half, r, other)
+
+
+def test_sparse_apply_right_slabs(monkeypatch):
+    """The right apply's kernel over several slabs of S's columns (each with its own hash
+    buffer fill), a ragged last row block (n = 13: 8 + 5 rows) and column slabs that split
+    the columns among blocks, against the float64 product."""
+    from sketchcore._cuda import _sparse
+    monkeypatch.setattr(_sparse, "_RIGHT_SLAB", 3000)
+    calls = []
+    launch = _sparse.launch
+    monkeypatch.setattr(_sparse, "launch", lambda expr, *a, **k: (calls.append(expr),
+                                                                 launch(expr, *a, **k)))
+    stream = make_stream("sparse_sign", 0, 0)
+    d, m, n, nnz = 300, 20000, 13, 4
+    A = np.random.default_rng(9).standard_normal((n, m)).astype(np.float32)
+    S = _sparse_dense_cpu(d, m, nnz, 83, stream, np.float64)
+    ref = A.astype(np.float64) @ S.T
+    bound = gamma((S != 0).sum(axis=1).max() + 1, np.float32) * (np.abs(A) @ np.abs(S.T))
+    Z = _cuda.sparse_sign_right(cupy.asarray(A), d, nnz, 83, stream, method="rows")
+    assert calls.count("sc_sparse_apply_right<float>") == -(-m // (3000 // nnz))
+    assert_within(cupy.asnumpy(Z), ref, bound, "sparse_sign_right, slabs")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
