@@ -77,6 +77,15 @@ def test_sparse_indices_match_cpu(d, nnz):
     np.testing.assert_array_equal(cupy.asnumpy(sg), sc)
 
 
+def _record_launches(monkeypatch, module):
+    """The kernel names ``module``'s launches take from now on (the launches still run)."""
+    calls = []
+    launch = module.launch
+    monkeypatch.setattr(module, "launch", lambda expr, *a, **k: (calls.append(expr),
+                                                                launch(expr, *a, **k)))
+    return calls
+
+
 def _sparse_dense_cpu(d, m, nnz, seed, stream, dtype):
     rows, signs = _cpu.sparse_sign_indices(d, nnz, seed, stream, 0, m)
     S = np.zeros((d, m), dtype)
@@ -201,10 +210,7 @@ def test_sparse_apply_slots_float64(monkeypatch, d, m, n, nnz, plan):
     S = _sparse_dense_cpu(d, m, nnz, 82, stream, np.float64)
     ref = S @ A
     bound = gamma((S != 0).sum(axis=1).max() + 1, np.float64) * (np.abs(S) @ np.abs(A))
-    calls = []
-    launch = _sparse.launch
-    monkeypatch.setattr(_sparse, "launch", lambda expr, *a, **k: (calls.append(expr),
-                                                                 launch(expr, *a, **k)))
+    calls = _record_launches(monkeypatch, _sparse)
     Y = _cuda.sparse_sign_left(cupy.asarray(A), d, nnz, 82, stream, method="slots")
     assert any(c.endswith(", double>") for c in calls), calls      # the float64 kernel ran
     assert_within(cupy.asnumpy(Y), ref, bound, f"slots float64 d={d} nnz={nnz}")
@@ -236,9 +242,10 @@ def _decode_slots(SL, OV, layout, vector, groups, chunks):
     (row of the chunk, sign)} from the slot words (flexible words up to the first empty
     one) and the overflow lists, plus every place read as (chunk, row of Y, word, half,
     row of the chunk), zero rows included."""
+    from sketchcore._cuda import _sparse
     tbw, ntb, R, H, ovstride, _ = layout
     row_bytes = 128 * vector // groups
-    shift = _sparse_shift(R, vector, groups)
+    shift = _sparse._slot_shift(R, vector, groups)
     words = cupy.asnumpy(SL).reshape(chunks, ntb, tbw, H).astype(np.int64)
     ovs = cupy.asnumpy(OV).astype(np.int64)
     empty = ((R * row_bytes) >> (2 * shift)) | (((R * row_bytes) >> shift) << 16)
@@ -270,11 +277,6 @@ def _decode_slots(SL, OV, layout, vector, groups, chunks):
             for u in ov[1:1 + ov[0]]:
                 entries[c, tb * tbw + (u & 0x7ff)].append((u >> 12, -1 if u >> 11 & 1 else 1))
     return {key: sorted(v) for key, v in entries.items()}, reads
-
-
-def _sparse_shift(R, vector, groups):
-    from sketchcore._cuda import _sparse
-    return _sparse._slot_shift(R, vector, groups)
 
 
 @pytest.mark.parametrize("vector,groups,d,R,H", [
@@ -323,10 +325,7 @@ def test_sparse_apply_right_slabs(monkeypatch):
     the columns among blocks, against the float64 product."""
     from sketchcore._cuda import _sparse
     monkeypatch.setattr(_sparse, "_RIGHT_SLAB", 3000)
-    calls = []
-    launch = _sparse.launch
-    monkeypatch.setattr(_sparse, "launch", lambda expr, *a, **k: (calls.append(expr),
-                                                                 launch(expr, *a, **k)))
+    calls = _record_launches(monkeypatch, _sparse)
     stream = make_stream("sparse_sign", 0, 0)
     d, m, n, nnz = 300, 20000, 13, 4
     A = np.random.default_rng(9).standard_normal((n, m)).astype(np.float32)
