@@ -411,11 +411,12 @@ def sparse_sign_right(A, d, nnz, seed, stream, method=None):
     Y = cupy.empty((n, d), dtype=A.dtype)
     if not (m and n):
         return zero(Y)
-    transposable = (LEFT_METHOD != "smem" and n % (4 if A.dtype == cupy.float32 else 2) == 0
-                    and A.dtype in (cupy.float32, cupy.float64))
+    real = A.dtype in (cupy.float32, cupy.float64)     # what both fast paths take
+    transposable = (real and LEFT_METHOD != "smem"
+                    and n % (4 if A.dtype == cupy.float32 else 2) == 0)
     if method is None:
         method = "rows" if nnz <= RIGHT_ROWS_MAX_NNZ or not transposable else "transpose"
-    if method == "rows" and A.dtype in (cupy.float32, cupy.float64):
+    if method == "rows" and real:
         if _apply_right(A, n, m, d, nnz, seed, stream, Y):
             return Y
     if transposable:

@@ -15,8 +15,8 @@ from sketchcore._cuda import _trace
 
 __all__ = ["Mat", "gemm_rm", "lt_plan", "lt_handle"]
 
-_CUDA_R = {"float": 0, "sc_half": 2, "sc_bf16": 14}
-_COMPUTE_32F = 68
+_CUDA_R = {"float": 0, "double": 1, "sc_half": 2, "sc_bf16": 14}
+_COMPUTE_32F, _COMPUTE_64F = 68, 70
 _OP_N, _OP_T = 0, 1
 _GEMM_DEFAULT = -1
 
@@ -34,7 +34,7 @@ class Mat:
 
 _WORKSPACE_BYTES = 32 << 20   # cuBLAS's recommendation for Hopper
 _handles = {}         # device id -> [cuBLAS handle, bound stream, workspace]
-_scalars = {}         # float -> (float32 array, its address): alpha/beta by pointer
+_scalars = {}         # (value, dtype) -> (array, its address): alpha/beta by pointer
 _lib = []             # [ctypes cuBLAS functions or None], filled once
 
 
@@ -124,27 +124,31 @@ def _handle(stream=None):
     return entry[0]
 
 
-def _scalar(v):
-    entry = _scalars.get(v)
+def _scalar(v, dtype=np.float32):
+    """Host address of ``v`` as a ``dtype`` scalar (alpha/beta by pointer), kept alive."""
+    entry = _scalars.get((v, dtype))
     if entry is None:
-        a = np.array(v, dtype=np.float32)
-        entry = _scalars[v] = (a, a.ctypes.data)
+        a = np.array(v, dtype=dtype)
+        entry = _scalars[(v, dtype)] = (a, a.ctypes.data)
     return entry[1]
 
 
 def gemm_rm(C, A, B, alpha=1.0, beta=0.0):
     """``C = alpha A B + beta C`` for row-major Mats through cuBLAS (column-major): computed
-    as ``C^T = B^T A^T``. Runs on CuPy's current stream."""
+    as ``C^T = B^T A^T``. Runs on CuPy's current stream. Float32 and 16-bit operands
+    accumulate in float32 (plain float32 arithmetic: no TF32), float64 ones in float64."""
     M, K = A.rows, A.cols
     N = B.cols
     if B.rows != K or C.rows != M or C.cols != N:
         raise ValueError(f"shapes: A {M}x{K}, B {B.rows}x{N}, C {C.rows}x{C.cols}")
     if M == 0 or N == 0:
         return
+    wide = A.ctype == "double"
+    scalar = np.float64 if wide else np.float32
     args = (_handle(), _OP_T if B.t else _OP_N, _OP_T if A.t else _OP_N, N, M, K,
-            _scalar(float(alpha)), B.ptr, _CUDA_R[B.ctype], B.ld, A.ptr, _CUDA_R[A.ctype],
-            A.ld, _scalar(float(beta)), C.ptr, _CUDA_R[C.ctype], C.ld, _COMPUTE_32F,
-            _GEMM_DEFAULT)
+            _scalar(float(alpha), scalar), B.ptr, _CUDA_R[B.ctype], B.ld, A.ptr,
+            _CUDA_R[A.ctype], A.ld, _scalar(float(beta), scalar), C.ptr, _CUDA_R[C.ctype],
+            C.ld, _COMPUTE_64F if wide else _COMPUTE_32F, _GEMM_DEFAULT)
     _trace.note_gemm(args)
     funcs = _cublas_ctypes()
     if funcs is not None:

@@ -173,12 +173,18 @@ def note_launch(func_ptr, grid, block, shared_mem, args):
 
 #: Positions of the device pointers among cublasGemmEx's arguments (B, A, C of gemm_rm).
 GEMM_POINTERS = (7, 10, 14)
+#: Position of cublasGemmEx's computeType argument, and CUBLAS_COMPUTE_32F.
+GEMM_COMPUTE, GEMM_COMPUTE_32F = 17, 68
 
 
 def note_gemm(args):
     """Called by ``_tensorcore.gemm_rm`` with cublasGemmEx's arguments (handle first)."""
     rec = recording()
     if rec is None or rec.failure is not None:
+        return
+    if args[GEMM_COMPUTE] != GEMM_COMPUTE_32F:
+        # Replays plan products with cuBLASLt in float32 scales (_tensorcore.lt_plan).
+        rec.fail(f"a product with cuBLAS compute type {args[GEMM_COMPUTE]}, not float32")
         return
     try:
         spec = list(args)

@@ -19,6 +19,25 @@ __device__ __forceinline__ Acc sc_fetch(const T* p, sc_i64 off, int mode, sc_u64
     return sc_generated<Acc>(mode, seed, stream, (sc_u64)off, scale);
 }
 
+// Entries 4 block .. 4 block + 3 of a generated operator, each exactly as sc_fetch gives
+// it: one Philox block (and two Box-Muller pairs) for four entries, where sc_fetch
+// computes the block, and a pair, for each entry.
+template <class Acc>
+__device__ __forceinline__ void sc_generated4(int mode, sc_u64 seed, sc_u64 stream,
+                                              sc_u64 block, double scale, Acc* v) {
+    const sc_words w = sc_philox_block(seed, stream, block);
+    if (mode == SC_MODE_SIGN) {
+#pragma unroll
+        for (int q = 0; q < 4; ++q) v[q] = (Acc)((w.w[q] >> 31) ? -scale : scale);
+    } else {
+        float g[4];
+        sc_gauss_pair(w.w[0], w.w[1], g[0], g[1]);
+        sc_gauss_pair(w.w[2], w.w[3], g[2], g[3]);
+#pragma unroll
+        for (int q = 0; q < 4; ++q) v[q] = (Acc)(scale * (double)g[q]);
+    }
+}
+
 // Four consecutive elements from a 4-element-aligned address, widened to Acc.
 __device__ __forceinline__ void sc_load4(const float* p, float* v) {
     const float4 q = *reinterpret_cast<const float4*>(p);
@@ -94,6 +113,32 @@ __device__ __forceinline__ void sc_load_tile(Acc* S, const T* ptr, sc_i64 s_r, s
             }
 #pragma unroll
             for (int q = 0; q < 4; ++q) S[k * P + r + q] = v[q];
+        }
+    } else if (GEN && mode != SC_MODE_MEMORY && s_k == 1) {
+        // A generated operator along its rows (both sketch applies): four consecutive
+        // entries a thread, from one Philox block where they fill one (the operator's row
+        // length a multiple of 4), else entry by entry.
+        constexpr int KV = BK / 4;
+        for (int e = threadIdx.x; e < R * KV; e += SC_GEMM_THREADS) {
+            const int r = e / KV, k = (e % KV) * 4;
+            const sc_i64 gr = r0 + r;
+            const int gk = k0 + k;
+            Acc v[4] = {(Acc)0, (Acc)0, (Acc)0, (Acc)0};
+            if constexpr (GEN) {
+                if (gr < rmax) {
+                    const sc_u64 index = (sc_u64)(gr * s_r + gk);
+                    if ((index & 3) == 0 && gk + 4 <= kend) {
+                        sc_generated4<Acc>(mode, seed, stream, index >> 2, scale, v);
+                    } else {
+#pragma unroll
+                        for (int q = 0; q < 4; ++q)
+                            if (gk + q < kend)
+                                v[q] = sc_generated<Acc>(mode, seed, stream, index + q, scale);
+                    }
+                }
+            }
+#pragma unroll
+            for (int q = 0; q < 4; ++q) S[(k + q) * P + r] = v[q];
         }
     } else {
         for (int e = threadIdx.x; e < R * BK; e += SC_GEMM_THREADS) {

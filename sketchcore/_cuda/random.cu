@@ -50,16 +50,35 @@ __global__ void sc_fill_gaussian(sc_u64 seed, sc_u64 stream, sc_u64 start, T* ou
 // Rows r0..r0+nr, columns j0..j0+nc of a dense operator with m columns:
 // out[i, j] = T(scale * raw) in float64, raw = float32 Gaussian (kind 0) or +-1 (kind 1)
 // of entry (r0 + i) * m + j0 + j, exactly as sketchcore._cpu._dense.dense_block.
+// A thread takes one Philox block of a row (entries 4b .. 4b + 3 of the stream) and writes
+// those of its entries that fall in the block of the operator: one Philox block and at most
+// two Box-Muller pairs for four entries, where an entry at a time computed all of them for
+// each (slab products of the GPU sketches generate every entry of S this way).
+// Grid: x over the Philox blocks of a row (nb per row at most), y over rows (stride loop).
 template <class T>
 __global__ void sc_dense_block(int kind, sc_u64 seed, sc_u64 stream, sc_i64 m, sc_i64 r0,
                                sc_i64 j0, sc_i64 nr, sc_i64 nc, double scale, T* out) {
-    const sc_i64 total = nr * nc;
-    for (sc_i64 e = blockIdx.x * (sc_i64)blockDim.x + threadIdx.x; e < total;
-         e += (sc_i64)gridDim.x * blockDim.x) {
-        const sc_u64 index = (sc_u64)((r0 + e / nc) * m + j0 + e % nc);
-        float raw;
-        if (kind == 0) raw = sc_philox_gaussian(seed, stream, index);
-        else raw = (sc_philox_word(seed, stream, index) >> 31) ? -1.0f : 1.0f;
-        out[e] = sc_from<T>(scale * (double)raw);
+    const sc_i64 q = blockIdx.x * (sc_i64)blockDim.x + threadIdx.x;
+    for (sc_i64 i = blockIdx.y; i < nr; i += gridDim.y) {
+        const sc_u64 first = (sc_u64)((r0 + i) * m + j0);     // the row's first entry
+        const sc_u64 b = (first >> 2) + (sc_u64)q;            // this thread's Philox block
+        if (4 * b >= first + (sc_u64)nc) continue;            // past the row's entries
+        const sc_words w = sc_philox_block(seed, stream, b);
+        T* row = out + i * nc;
+        float raw[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        if (kind == 0) {
+            // A pair is computed only where one of its entries is wanted.
+            if (4 * b + 1 >= first) sc_gauss_pair(w.w[0], w.w[1], raw[0], raw[1]);
+            if (4 * b + 2 < first + (sc_u64)nc) sc_gauss_pair(w.w[2], w.w[3], raw[2], raw[3]);
+        } else {
+#pragma unroll
+            for (int k = 0; k < 4; ++k) raw[k] = (w.w[k] >> 31) ? -1.0f : 1.0f;
+        }
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            const sc_u64 e = 4 * b + k;
+            if (e >= first && e < first + (sc_u64)nc)
+                row[e - first] = sc_from<T>(scale * (double)raw[k]);
+        }
     }
 }

@@ -56,9 +56,13 @@ def test_fills_match_cpu(seed, start):
 
 @pytest.mark.parametrize("kind", [0, 1])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_dense_block_matches_cpu(kind, dtype):
+@pytest.mark.parametrize("block", [(3, 70, 11, 400), (0, 1, 0, 1), (5, 6, 514, 517),
+                                   (0, 200, 1, 2), (60, 70000, 2, 5)])
+def test_dense_block_matches_cpu(kind, dtype, block):
+    """A thread writes the entries of one Philox block: rows whose entries start anywhere in
+    a block (m = 517), single entries, and more rows than the grid has (a stride loop)."""
     seed, stream, m = 99, make_stream("sign", 0, 0), 517
-    args = (kind, seed, stream, m, 3, 70, 11, 400, 1 / np.sqrt(67), dtype)
+    args = (kind, seed, stream, m) + block + (1 / np.sqrt(67), dtype)
     c = _cpu.dense_block(*args)
     g = cupy.asnumpy(_cuda.dense_block(*args))
     assert g.dtype == c.dtype and g.shape == c.shape
@@ -337,10 +341,11 @@ def test_sparse_apply_right_slabs(monkeypatch):
     assert_within(cupy.asnumpy(Z), ref, bound, "sparse_sign_right, slabs")
 
 
+@pytest.mark.parametrize("method", ["slabs", "fused"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("kind,name", [(0, "gaussian"), (1, "sign")])
 @pytest.mark.parametrize("d,m,n", [(1, 1, 1), (20, 300, 7), (70, 129, 65), (8, 5000, 3)])
-def test_dense_apply(dtype, kind, name, d, m, n):
+def test_dense_apply(method, dtype, kind, name, d, m, n):
     rng = np.random.default_rng(m * n + d)
     seed, stream = 77, make_stream(name, 0, 0)
     S = _cpu.dense_block(kind, seed, stream, m, 0, d, 0, m, 1 / np.sqrt(d), np.float64)
@@ -349,15 +354,58 @@ def test_dense_apply(dtype, kind, name, d, m, n):
     ref = S @ A64
     # Entries are rounded to dtype (one rounding) then m-term sums: gamma_{m+1}.
     bound = gamma(m + 2, dtype) * (np.abs(S) @ np.abs(A64)) + 1e-300
-    Y = getattr(_cuda, f"{name}_left")(cupy.asarray(A), d, seed, stream)
+    Y = getattr(_cuda, f"{name}_left")(cupy.asarray(A), d, seed, stream, method=method)
     assert Y.dtype == dtype and Y.shape == (d, n)
     assert_within(cupy.asnumpy(Y), ref, bound, f"{name}_left")
     At = np.ascontiguousarray(A.T)
-    Z = getattr(_cuda, f"{name}_right")(cupy.asarray(At), d, seed, stream)
+    Z = getattr(_cuda, f"{name}_right")(cupy.asarray(At), d, seed, stream, method=method)
     assert Z.shape == (n, d)
     assert_within(cupy.asnumpy(Z), ref.T, bound.T, f"{name}_right")
     cpu = getattr(_cpu, f"{name}_left")(A, d, seed, stream)
     assert_within(cupy.asnumpy(Y), cpu, 2 * bound, f"{name}_left vs CPU")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind,name", [(0, "gaussian"), (1, "sign")])
+def test_dense_apply_in_slabs(monkeypatch, dtype, kind, name):
+    """Several slabs of S (a small workspace): each generated once, each added by cuBLAS on
+    top of the previous ones; m = 1001 puts Philox blocks across rows and slab edges."""
+    from sketchcore._cuda import _dense
+    d, m, n = 96, 1001, 40
+    monkeypatch.setattr(_dense, "SLAB_BYTES", d * 128 * np.dtype(dtype).itemsize)
+    calls = _record_launches(monkeypatch, _dense)
+    rng = np.random.default_rng(5)
+    seed, stream = 61, make_stream(name, 0, 0)
+    S = _cpu.dense_block(kind, seed, stream, m, 0, d, 0, m, 1 / np.sqrt(d), np.float64)
+    A = rng.standard_normal((m, n)).astype(dtype)
+    ref = S @ A.astype(np.float64)
+    bound = gamma(m + 2, dtype) * (np.abs(S) @ np.abs(A.astype(np.float64))) + 1e-300
+    Y = getattr(_cuda, f"{name}_left")(cupy.asarray(A), d, seed, stream, method="slabs")
+    assert calls == [f"sc_dense_block<{'float' if dtype == np.float32 else 'double'}>"] * 8
+    assert_within(cupy.asnumpy(Y), ref, bound, f"{name}_left in slabs")
+    Z = getattr(_cuda, f"{name}_right")(cupy.asarray(np.ascontiguousarray(A.T)), d, seed,
+                                       stream, method="slabs")
+    assert len(calls) == 16
+    assert_within(cupy.asnumpy(Z), ref.T, bound.T, f"{name}_right in slabs")
+
+
+@pytest.mark.parametrize("m,n,fused", [(1000, 64, True), (1000, 65, False), (1001, 8, False)])
+def test_dense_apply_default_method(monkeypatch, m, n, fused):
+    """The default fuses generation into the product for narrow A whose operator rows are a
+    multiple of 4 long (four entries per Philox block there), else products slab by slab."""
+    from sketchcore._cuda import _dense, _gemm
+    dense_calls = _record_launches(monkeypatch, _dense)
+    gemm_calls = _record_launches(monkeypatch, _gemm)
+    A = cupy.ones((m, n), dtype=cupy.float32)
+    _cuda.gaussian_left(A, 16, 1, 0)
+    _cuda.gaussian_right(cupy.ascontiguousarray(A.T), 16, 1, 0)
+    assert bool(gemm_calls) == fused and bool(dense_calls) == (not fused)
+
+
+def test_dense_apply_refuses_an_unknown_method():
+    A = cupy.ones((10, 3), dtype=cupy.float32)
+    with pytest.raises(ValueError, match="method must be one of"):
+        _cuda.gaussian_left(A, 4, 1, 0, method="tiles")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

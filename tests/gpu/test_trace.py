@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from sketchcore._cuda._replay import CompiledTrace
+from sketchcore._cuda import _trace
 from sketchcore._cuda._trace import ALIGN, _Fail, _Recorder
 
 
@@ -30,6 +31,20 @@ def test_paused_allocations_are_not_temporaries():
     rec.paused = True
     rec.allocated(4096, 1 << 25)
     assert rec.temps == [] and rec.size == 0
+
+
+def test_only_float32_products_are_recorded(monkeypatch):
+    """A float64 product (compute type 70) fails the recording: replays plan products in
+    float32 scales. A float32 one (68) is noted with its addresses classified."""
+    rec = _Recorder([(1000, 4096, 0, 0)], 1)
+    monkeypatch.setattr(_trace._state, "recorder", rec, raising=False)
+    args = [0, 0, 0, 4, 4, 4, 0, 1000, 0, 4, 1512, 0, 4, 0, 2024, 0, 4, 68, -1]
+    _trace.note_gemm(args)
+    assert rec.failure is None and rec.ops[-1][0] == "g"
+    assert [rec.ops[-1][1][i] for i in _trace.GEMM_POINTERS] == [
+        ("p", (0, 0)), ("p", (0, 512)), ("p", (0, 1024))]
+    _trace.note_gemm(args[:17] + [70, -1])
+    assert "compute type 70" in rec.failure and len(rec.ops) == 1
 
 
 def test_steps_are_packed_one_cell_per_argument():
