@@ -5,7 +5,9 @@ Gaussian CuPy matrices (the sketch-free Gram route) and on a 100000 x 256 one of
 1e5 (sketch, host geqp3, preconditioned Cholesky QR), against torch.linalg.qr (unpivoted
 Householder, cuSOLVER) and cupy.linalg.qr on the same GPU; lstsq (sketch-and-precondition,
 LSQR with its passes over A on the GPU) on 100000 x 500 float64 against torch.linalg.lstsq
-(QR-based ``gels``, the CUDA driver).
+(QR-based ``gels``, the CUDA driver); rsvd (k = 50, oversample 10, 2 power iterations) on a
+20000 x 2000 float32 matrix with singular values 1/i against torch.svd_lowrank with the same
+q and niter, both truncated to k, with the error ||A - U S V^T||_2 / sigma_{k+1}.
 """
 import numpy as np
 
@@ -51,8 +53,62 @@ def main():
     for m, n, dtype in ((100_000, 500, "float64"), (100_000, 500, "float32"),
                         (1_000_000, 100, "float64")):
         _lstsq_case(bench, m, n, dtype)
+    _rsvd_case(bench, 20_000, 2_000, 50)
     bench.notes.append("Target: cqrrpt >= 3x faster than torch.linalg.qr on 100000 x 256.")
     print(bench.write(dev))
+
+
+def _rsvd_case(bench, m, n, k, p=10, q=2):
+    """rsvd of a float32 matrix with singular values 1/i against torch.svd_lowrank."""
+    import cupy
+    import sketchcore as sc
+    rng = cupy.random.default_rng(3)
+    r = min(m, n)
+    U, _ = cupy.linalg.qr(rng.standard_normal((m, r)))
+    V, _ = cupy.linalg.qr(rng.standard_normal((n, r)))
+    sv = 1.0 / cupy.arange(1, r + 1, dtype=cupy.float64)
+    A64 = (U * sv) @ V.T
+    A = cupy.ascontiguousarray(A64.astype(cupy.float32))
+    case = f"rsvd {m}x{n} float32 k={k}"
+
+    def error(Uk, Sk, Vtk, iters=40):
+        """||A - U S V^T||_2 / sigma_{k+1} by power iteration on the float64 residual."""
+        Uk, Sk, Vtk = (cupy.asarray(x, dtype=cupy.float64) for x in (Uk, Sk, Vtk))
+        x = cupy.random.default_rng(0).standard_normal(n)
+        norm = 0.0
+        for _ in range(iters):
+            y = A64 @ x - Uk @ (Sk * (Vtk @ x))
+            x = A64.T @ y - Vtk.T @ (Sk * (Uk.T @ y))
+            norm = float(cupy.linalg.norm(x)) ** 0.5
+            x /= cupy.linalg.norm(x)
+        return norm / float(sv[k])
+
+    try:
+        import torch
+        At = torch.from_dlpack(A)
+        bench.add(case, "torch svd_lowrank",
+                  torch_time(lambda: torch.svd_lowrank(At, q=k + p, niter=q), repeats=10))
+        torch.manual_seed(0)
+        Ut, St, Vt = torch.svd_lowrank(At, q=k + p, niter=q)
+        e_torch = error(cupy.from_dlpack(Ut[:, :k].contiguous()),
+                        cupy.from_dlpack(St[:k].contiguous()),
+                        cupy.from_dlpack(Vt[:, :k].T.contiguous()))
+        bench.notes.append(f"{case}: torch svd_lowrank error {e_torch:.4f}")
+        base = "torch svd_lowrank"
+    except ImportError:
+        base = None
+    try:
+        Us, Ss, Vts = sc.linalg.rsvd(A, k, oversample=p, n_iter=q, seed=0)
+        assert isinstance(Us, cupy.ndarray)
+        t = cuda_time(lambda: sc.linalg.rsvd(A, k, oversample=p, n_iter=q, seed=0),
+                      repeats=10)
+        bench.add(case, "sketchcore rsvd", t, baseline=base)
+        bench.notes.append(f"{case}: sketchcore rsvd error {error(Us, Ss, Vts):.4f} "
+                           "(||A - U S V^T||_2 / sigma_{k+1}; 1 is the best rank k can do)")
+    except Exception as exc:
+        bench.notes.append(f"{case}: sketchcore rsvd on CuPy did not run: "
+                           f"{type(exc).__name__}: {exc}")
+        print("rsvd failed:", repr(exc))
 
 
 def _lstsq_case(bench, m, n, dtype):

@@ -51,6 +51,7 @@ _SLOT_TB = 2048            # rows of Y per block at most (sc_sparse_slots' overf
                            # entries hold the row within the block in 11 bits)
 _SLOT_THREADS = 1024       # SC_SLOT_THREADS in sparse.cu: threads per block at most
 _SLOT_OVS = 256            # SC_SLOT_OVS in sparse.cu: staged head of an overflow list
+_BUILDER_THREADS = 256    # threads of an sc_sparse_slots block (its launch bounds)
 _SLOT_SLAB = 1 << 20       # rows of A per slab of slot tables at most (one slab at 1e6 rows)
 _SLOT_BYTES = 128 << 20    # slot tables + overflow lists of a slab at most (large d: shorter)
 
@@ -157,7 +158,7 @@ def _apply_slots(A, m, n, lda, d, nnz, seed, stream, Y, ldy, zero_y=False):
     SL, OV = tables[:n_sl], tables[n_sl:]
     keys = (u64(seed), u64(stream))
     for j0, rows, build, apply in slabs:
-        launch(build[0], build[1], (256,), build[2] + keys + build[3] + (SL, OV),
+        launch(build[0], build[1], (_BUILDER_THREADS,), build[2] + keys + build[3] + (SL, OV),
                shared_mem=build[4])
         if zero_y:
             zero(Y)
@@ -226,7 +227,7 @@ def _build_slots(j0, rows, d, nnz, seed, stream, layout, vector, groups, SL, OV)
     """Slot tables SL and overflow lists OV (cupy uint32, laid out as in ``_apply_slots``)
     of rows j0 .. j0 + rows - 1 of A, by sc_sparse_slots (tests read them back)."""
     expr, grid, pre, post, smem = _builder_launch(j0, rows, d, nnz, layout, vector, groups)
-    launch(expr, grid, (256,), pre + (u64(seed), u64(stream)) + post + (SL, OV),
+    launch(expr, grid, (_BUILDER_THREADS,), pre + (u64(seed), u64(stream)) + post + (SL, OV),
            shared_mem=smem)
 
 
