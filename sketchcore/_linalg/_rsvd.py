@@ -23,6 +23,14 @@ __all__ = ["rsvd", "range_finder", "RankWarning"]
 #: Gaussian probes of the posterior error estimate used once the exact energy bookkeeping
 #: of randQB_EI is swamped by rounding.
 N_PROBES = 10
+#: Smallest A (elements) whose rsvd on the GPU orthonormalises with mixed-precision Cholesky
+#: QR and takes the small SVD through the host (``_cholesky_basis``, ``_svd_small``) rather
+#: than cuSOLVER's QR and SVD. Each Cholesky pass waits once for the device; measured on an
+#: H200 against torch.svd_lowrank's time (k = 50 or 20, oversample 10, 2 power iterations,
+#: float32, ratios cuSOLVER / Cholesky route, two runs): 100000 x 1000, 0.98 -> 1.89 and
+#: 0.94 -> 1.44; 20000 x 2000, 0.82 -> 1.06 and 0.74 -> 0.85; 4000 x 3000 (short products,
+#: the host's round trips dominate), 0.66 -> 0.56 and 0.62 -> 0.42.
+GPU_CHOLESKY_MIN_SIZE = 20_000_000
 
 
 class RankWarning(UserWarning):
@@ -38,14 +46,21 @@ def _orth_qr(Y):
     return xp.linalg.qr(Y, mode="reduced")[0]
 
 
-def _orth_lu(Y):
+def _cholesky_route(A):
+    """Whether rsvd of A orthonormalises by Cholesky QR (always on the host; on the GPU
+    from ``GPU_CHOLESKY_MIN_SIZE`` elements of A on)."""
+    return xp_of(A) is np or A.size >= GPU_CHOLESKY_MIN_SIZE
+
+
+def _orth_lu(Y, cholesky=True):
     """Well-conditioned basis of range(Y) between power steps, where only the subspace
-    matters: a Cholesky QR pass when the Gram matrix allows it (two thin BLAS-3 products,
-    about 3 ms at 20000 x 60 on 2 cores), else partial-pivoting LU (``P L``, 12 ms there)."""
+    matters: a Cholesky QR pass (with ``cholesky``) when the Gram matrix allows it (two thin
+    BLAS-3 products, about 3 ms at 20000 x 60 on 2 cores), else partial-pivoting LU
+    (``P L``, 12 ms there; Householder QR on the GPU)."""
+    Q = _cholesky_basis(Y, passes=1) if cholesky else None
+    if Q is not None:
+        return Q
     if xp_of(Y) is np:
-        Q = _cholesky_basis(Y, passes=1)
-        if Q is not None:
-            return Q
         from scipy.linalg import lu
         with blas_single_thread():
             return lu(Y, permute_l=True, check_finite=False)[0]
@@ -61,7 +76,15 @@ def _cholesky_basis(Y, passes):
     for the power steps and two passes (CholeskyQR2) orthonormal to working precision.
     ``R^-1`` is applied as an explicit inverse through the split product: for ``cond(R)``
     within that bound its rounding, ``~ eps cond(R)``, is far below the Gram matrix's, and it
-    is 5x faster than a single-threaded right-side triangular solve with 20000 rows."""
+    is 5x faster than a single-threaded right-side triangular solve with 20000 rows.
+
+    On the GPU (CuPy ``Y``) the Gram matrix is formed in float64 whatever Y's type (a
+    mixed-precision Cholesky QR), so eps is float64's: a float32 Y then passes up to
+    ``cond ~ 7e4`` where a float32 Gram matrix would refuse anything above 3. The
+    ``r x r`` factorization runs on the host; the tall products stay on the device in Y's
+    type (``Q`` orthonormal to ``~ eps_Y cond(R)`` after one pass, to eps_Y after two).
+    cuSOLVER's Householder QR of a tall thin block costs far more than these two products.
+    """
     # Everything on one BLAS thread: threaded workers of SciPy's OpenBLAS left busy-waiting
     # after even a small threaded call would slow the split products that follow on the same
     # cores (measured: 75 instead of 42 ms per product with A).
@@ -71,10 +94,12 @@ def _cholesky_basis(Y, passes):
 
 def _cholesky_passes(Y, passes):
     from scipy.linalg import cholesky, solve_triangular, LinAlgError
-    eps = float(np.finfo(Y.dtype).eps)
+    xp = xp_of(Y)
+    host = xp is np
+    eps = float(np.finfo(Y.dtype if host else np.float64).eps)
     Q = Y
     for step in range(passes):
-        G = gram(Q)
+        G = gram(Q) if host else xp.asnumpy(gram(Q.astype(np.float64, copy=False)))
         try:
             R = cholesky(G, lower=False, check_finite=False)
         except LinAlgError:
@@ -85,10 +110,17 @@ def _cholesky_passes(Y, passes):
         Rinv = np.triu(solve_triangular(R, np.eye(R.shape[0], dtype=R.dtype),
                                         check_finite=False))
         if step == 0:
-            smax, smin = extreme_singular_values_upper(R, Rinv=Rinv.astype(np.float64))
-            if smin == 0 or (smax / smin) ** 2 * eps > 1e-6:
+            if host:
+                smax, smin = extreme_singular_values_upper(R, Rinv=Rinv.astype(np.float64))
+                cond = smax / smin if smin > 0 else math.inf
+            else:
+                # ||R||_F ||R^-1||_F >= cond_2(R): a bound that never admits a worse R,
+                # for none of the estimate's host time (each pass here already waits for
+                # the device once).
+                cond = float(np.linalg.norm(R) * np.linalg.norm(Rinv))
+            if not math.isfinite(cond) or cond ** 2 * eps > 1e-6:
                 return None
-        Q = thin_product(Q, Rinv)
+        Q = thin_product(Q, Rinv if host else xp.asarray(Rinv, dtype=Y.dtype))
     return Q
 
 
@@ -167,18 +199,19 @@ def _range(A, size, n_iter, seed, sketch, power_dtype=None):
     else:
         Y = Aw @ S.T
     check_finite_via(Y, A=A)
+    chol = _cholesky_route(A)
     for i in range(n_iter):
-        Z = _orth_lu(thin_product(Aw.T, _orth_lu(Y)))
+        Z = _orth_lu(thin_product(Aw.T, _orth_lu(Y, chol)), chol)
         Y = (thin_product(A, Z.astype(A.dtype, copy=False)) if i == n_iter - 1
              else thin_product(Aw, Z))
-    return _orth_final(Y)
+    return _orth_final(Y, chol)
 
 
-def _orth_final(Y):
+def _orth_final(Y, cholesky=True):
     """Orthonormal basis of range(Y): CholeskyQR2 (see ``_cholesky_basis``) when the Gram
     matrix is safely positive definite, Householder QR otherwise (rank-deficient or
-    ill-conditioned Y)."""
-    Q = _cholesky_basis(Y, passes=2) if xp_of(Y) is np else None
+    ill-conditioned Y, or not ``cholesky``)."""
+    Q = _cholesky_basis(Y, passes=2) if cholesky else None
     return _orth_qr(Y) if Q is None else Q
 
 
@@ -290,28 +323,33 @@ def rsvd(A, k=None, oversample=10, n_iter=2, seed=None, sketch="gaussian", *, to
     return _rsvd_adaptive(A, tol, max_rank, block_size, n_iter, seed)
 
 
-def _svd_small(B):
+def _svd_small(B, cholesky=True):
     """Thin SVD ``B = U diag(s) Vt`` of the short, wide ``(ell, n)`` projection.
 
-    NumPy: when ``n >= 4 ell`` and ``B^T`` takes CholeskyQR2 (``_cholesky_basis``, well
+    When ``n >= 4 ell`` and ``B^T`` takes CholeskyQR2 (``_cholesky_basis``, well
     conditioned), ``B^T = Q_b R_b`` and the SVD of the ``ell x ell`` ``R_b^T = U_1 S V_1^T``
     give ``B = U_1 S (Q_b V_1)^T``: split BLAS-3 products instead of LAPACK's one-threaded
-    bidiagonalisation of the whole block (measured 8 ms for 60 x 3000, against about 3 ms).
-    ``Q_b`` is orthonormal to working precision, so the singular values are B's to rounding.
-    Otherwise (ill-conditioned B, or CuPy) the library's SVD."""
+    bidiagonalisation of the whole block (measured 8 ms for 60 x 3000, against about 3 ms),
+    or on the GPU instead of cuSOLVER's SVD of it (the ``ell x ell`` SVD on the host, in
+    float64). ``Q_b`` is orthonormal to working precision, so the singular values are B's to
+    rounding. Otherwise (ill-conditioned B, or not ``cholesky``) the library's SVD."""
     xp = xp_of(B)
-    if xp is not np:
-        return xp.linalg.svd(B, full_matrices=False)
     from scipy.linalg import svd
     ell, n = B.shape
-    Qb = _cholesky_basis(B.T, passes=2) if n >= 4 * ell else None
+    Qb = _cholesky_basis(B.T, passes=2) if cholesky and n >= 4 * ell else None
     if Qb is None:
+        if xp is not np:
+            return xp.linalg.svd(B, full_matrices=False)
         with blas_single_thread():
             return svd(B, full_matrices=False, check_finite=False)
     Rb = inner(Qb, B.T)                        # Q_b^T B^T, (ell, ell)
-    with blas_single_thread():
-        U1, s, V1t = svd(Rb.T, check_finite=False)
-    return U1, s, thin_product(Qb, np.ascontiguousarray(V1t.T)).T
+    if xp is np:
+        with blas_single_thread():
+            U1, s, V1t = svd(Rb.T, check_finite=False)
+    else:
+        U1, s, V1t = (xp.asarray(f, dtype=B.dtype) for f in
+                      svd(xp.asnumpy(Rb.T).astype(np.float64), check_finite=False))
+    return U1, s, thin_product(Qb, xp.ascontiguousarray(V1t.T)).T
 
 
 def _rsvd_fixed(A, k, oversample, n_iter, seed, sketch, power_dtype=None):
@@ -319,7 +357,7 @@ def _rsvd_fixed(A, k, oversample, n_iter, seed, sketch, power_dtype=None):
     M = A.T if m < n else A  # tall view: the sketch embeds the smaller dimension
     ell = min(k + oversample, min(m, n))
     Q = _range(M, ell, n_iter, seed, sketch, power_dtype)
-    Ub, s, Vt = _svd_small(thin_product(M.T, Q).T)
+    Ub, s, Vt = _svd_small(thin_product(M.T, Q).T, _cholesky_route(A))
     U = thin_product(Q, Ub[:, :k], rowmajor=True)
     s, Vt = s[:k], Vt[:k]
     if m < n:
@@ -364,7 +402,7 @@ def _rsvd_adaptive(A, tol, max_rank, block_size, n_iter, seed):
         warnings.warn(f"rsvd: max_rank={max_rank} reached with relative error estimate "
                       f"{math.sqrt(max(err2, 0) / normA2):.3g} > tol={tol:.3g}",
                       RankWarning, stacklevel=3)
-    Ub, s, Vt = _svd_small(B)
+    Ub, s, Vt = _svd_small(B, _cholesky_route(A))
     # Smallest rank whose discarded tail (plus the basis' own error) still meets tol.
     tail = np.cumsum((np.asarray(s, dtype=np.float64) ** 2)[::-1])[::-1]  # tail[i] = sum s[i:]^2
     tail = np.append(tail, 0.0)

@@ -52,8 +52,11 @@ def test_cqrrpt_rejects_nonfinite_on_cupy():
         sc.linalg.cqrrpt(cupy.asarray(A), seed=0)
 
 
+@pytest.mark.parametrize("min_size", [0, 2 ** 62])     # Cholesky QR route, cuSOLVER route
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_rsvd_on_cupy(dtype):
+def test_rsvd_on_cupy(monkeypatch, dtype, min_size):
+    from sketchcore._linalg import _rsvd
+    monkeypatch.setattr(_rsvd, "GPU_CHOLESKY_MIN_SIZE", min_size)
     A = _low_rank(2000, 300, 30, dtype, 7)
     U, s, Vt = sc.linalg.rsvd(cupy.asarray(A), 10, seed=0)
     assert all(isinstance(t, cupy.ndarray) for t in (U, s, Vt))
@@ -65,7 +68,33 @@ def test_rsvd_on_cupy(dtype):
     np.testing.assert_allclose(cupy.asnumpy(s), sc_, rtol=1e-3 if dtype == np.float32 else 1e-8)
 
 
-def test_range_finder_on_cupy():
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rsvd_on_cupy_cholesky_route(monkeypatch, dtype):
+    """On the Cholesky route a well-conditioned sketch is orthonormalised by mixed-precision
+    Cholesky QR and the small SVD goes through the host: no cuSOLVER QR or SVD runs, U and
+    V are orthonormal to working precision and the values match the CPU's."""
+    from sketchcore._linalg import _rsvd
+    monkeypatch.setattr(_rsvd, "GPU_CHOLESKY_MIN_SIZE", 0)
+    A = _low_rank(3000, 400, 60, dtype, 11, decay=0.9)     # sigma_1 / sigma_20 = 7.4
+    Uc, sc_, Vtc = sc.linalg.rsvd(A, 10, seed=0)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("cuSOLVER QR or SVD on the Cholesky route")
+    monkeypatch.setattr(_rsvd, "_orth_qr", refuse)
+    monkeypatch.setattr(cupy.linalg, "svd", refuse)
+    U, s, Vt = sc.linalg.rsvd(cupy.asarray(A), 10, seed=0)
+    assert U.dtype == dtype and s.dtype == dtype and Vt.shape == (10, 400)
+    eps = np.finfo(dtype).eps
+    for Q in (cupy.asnumpy(U), cupy.asnumpy(Vt).T):
+        assert np.linalg.norm(Q.T.astype(np.float64) @ Q - np.eye(10)) <= 1000 * eps
+    np.testing.assert_allclose(cupy.asnumpy(s), sc_,
+                               rtol=1e3 * eps if dtype == np.float32 else 1e-10)
+
+
+@pytest.mark.parametrize("min_size", [0, 2 ** 62])
+def test_range_finder_on_cupy(monkeypatch, min_size):
+    from sketchcore._linalg import _rsvd
+    monkeypatch.setattr(_rsvd, "GPU_CHOLESKY_MIN_SIZE", min_size)
     A = _low_rank(1000, 200, 15, np.float64, 9, decay=0.8)
     Q = sc.linalg.range_finder(cupy.asarray(A), 15, seed=0)
     assert isinstance(Q, cupy.ndarray)
