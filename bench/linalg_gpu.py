@@ -17,7 +17,7 @@ from bench.gpu_common import cuda_time, torch_time, GpuBench
 def main():
     import cupy
     import sketchcore as sc
-    bench = GpuBench("linalg_gpu", "Randomized QR (float32) and least squares on the GPU")
+    bench = GpuBench("linalg_gpu", "Randomized QR (float32), SVD and least squares on the GPU")
     dev = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
     for m, n, cond in ((100_000, 256, None), (1_000_000, 128, None), (100_000, 256, 1e5)):
         case = f"{m}x{n} float32" + (f" cond {cond:.0e}" if cond else "")
