@@ -14,7 +14,7 @@ Two ways to apply them (``method``):
 
 The default (None) takes "fused" for narrow A (at most ``FUSED_MAX_N`` columns, rows for
 the right apply) when m % 4 == 0, else "slabs". Measured on an H200 (Gaussian, d = 256,
-m = 65536, ms, slabs / fused / cuBLAS on a stored S): float32, n = 4: 0.28 / 0.11 / 0.20;
+m = 65536, ms, slabs of 32 MiB / fused / cuBLAS on a stored S): float32, n = 4: 0.28 / 0.11 / 0.20;
 n = 64: 0.21 / 0.17 / 0.12; n = 128: 0.20 / 0.29 / 0.12; n = 256: 0.28 / 0.55 / 0.19;
 float64, n = 16: 0.22 / 0.13 / 0.06; n = 128: 0.28 / 0.51 / 0.11. m = 1e6, d = 128,
 float32, n = 16: 1.50 / 0.73 / 0.51. m = 65537 (entry by entry), float32, n = 16: 0.23 /

@@ -51,10 +51,10 @@ __global__ void sc_fill_gaussian(sc_u64 seed, sc_u64 stream, sc_u64 start, T* ou
 // out[i, j] = T(scale * raw) in float64, raw = float32 Gaussian (kind 0) or +-1 (kind 1)
 // of entry (r0 + i) * m + j0 + j, exactly as sketchcore._cpu._dense.dense_block.
 // A thread takes one Philox block of a row (entries 4b .. 4b + 3 of the stream) and writes
-// those of its entries that fall in the block of the operator: one Philox block and at most
-// two Box-Muller pairs for four entries, where an entry at a time computed all of them for
-// each (slab products of the GPU sketches generate every entry of S this way).
-// Grid: x over the Philox blocks of a row (nb per row at most), y over rows (stride loop).
+// those of its entries that fall in the requested columns: one Philox block and at most two
+// Box-Muller pairs for four entries (a thread per entry had computed a block and a pair for
+// each; the GPU's slab products generate all of S this way). Grid: x over the Philox blocks
+// a row touches (nc / 4 + 2 at most), y over rows (a stride loop).
 template <class T>
 __global__ void sc_dense_block(int kind, sc_u64 seed, sc_u64 stream, sc_i64 m, sc_i64 r0,
                                sc_i64 j0, sc_i64 nr, sc_i64 nc, double scale, T* out) {

@@ -25,11 +25,12 @@ __all__ = ["rsvd", "range_finder", "RankWarning"]
 N_PROBES = 10
 #: Smallest A (elements) whose rsvd on the GPU orthonormalises with mixed-precision Cholesky
 #: QR and takes the small SVD through the host (``_cholesky_basis``, ``_svd_small``) rather
-#: than cuSOLVER's QR and SVD. Each Cholesky pass waits once for the device; measured on an
-#: H200 against torch.svd_lowrank's time (k = 50 or 20, oversample 10, 2 power iterations,
-#: float32, ratios cuSOLVER / Cholesky route, two runs): 100000 x 1000, 0.98 -> 1.89 and
-#: 0.94 -> 1.44; 20000 x 2000, 0.82 -> 1.06 and 0.74 -> 0.85; 4000 x 3000 (short products,
-#: the host's round trips dominate), 0.66 -> 0.56 and 0.62 -> 0.42.
+#: than cuSOLVER's QR and SVD. Each Cholesky pass waits once for the device. Measured on an
+#: H200 against torch.svd_lowrank (k = 50 or 20, oversample 10, 2 power iterations; speed-up
+#: through cuSOLVER -> through Cholesky QR): 20000 x 2000 float32 / float64, 0.81 -> 1.31 /
+#: 0.80 -> 1.50; with an earlier version that estimated cond(R) on the host, 100000 x 1000
+#: float32 0.94-0.98 -> 1.44-1.89, and 4000 x 3000 float32 (short products: the host's
+#: round trips dominate) 0.62-0.66 -> 0.42-0.56.
 GPU_CHOLESKY_MIN_SIZE = 20_000_000
 
 
