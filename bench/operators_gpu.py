@@ -95,34 +95,30 @@ def main():
     # Dense operators: generated (slabs of S into a bounded workspace + cuBLAS, or tiles
     # generated inside the fused product kernel; the default picks by the width of A) vs
     # cuBLAS on a stored operator (made once, outside the timing: the baseline's favour).
+    def dense_rows(case, label, apply, X, d, st, stored, product):
+        """cuBLAS on the stored S (``product``, the baseline), then ``apply`` (a dense
+        sketch's left or right apply of X) by default and by each method."""
+        base = f"cuBLAS stored {stored}"
+        bench.add(case, base, cuda_time(product))
+        bench.add(case, f"sketchcore {label} (generated)",
+                  cuda_time(lambda: apply(X, d, seed, st)), baseline=base)
+        for method, how in (("slabs", "slabs + cuBLAS"), ("fused", "fused kernel")):
+            bench.add(case, f"  {label}, {how}",
+                      cuda_time(lambda: apply(X, d, seed, st, method=method)), baseline=base)
+
     for md, nd, d in ((65536, 256, 256), (1_000_000, 16, 128)):
         Ad = rng.standard_normal((md, nd), dtype=cupy.float32)
-        case_d = f"{md}x{nd} float32, d={d}"
         for kind, name in ((0, "gaussian"), (1, "sign")):
             st = make_stream(name, 0, 0)
             S = _cuda.dense_block(kind, seed, st, md, 0, d, 0, md, 1 / math.sqrt(d),
                                   np.float32)
-            base = f"cuBLAS stored {name} S @ A"
-            bench.add(case_d, base, cuda_time(lambda: S @ Ad))
-            left = getattr(_cuda, f"{name}_left")
-            bench.add(case_d, f"sketchcore {name} (generated)",
-                      cuda_time(lambda: left(Ad, d, seed, st)), baseline=base)
-            for method, label in (("slabs", "slabs + cuBLAS"), ("fused", "fused kernel")):
-                bench.add(case_d, f"  {name}, {label}",
-                          cuda_time(lambda: left(Ad, d, seed, st, method=method)),
-                          baseline=base)
+            dense_rows(f"{md}x{nd} float32, d={d}", name, getattr(_cuda, f"{name}_left"),
+                       Ad, d, st, f"{name} S @ A", lambda: S @ Ad)
             if nd == 256:                  # the right apply A @ S.T of the transposed problem
                 Adt = cupy.ascontiguousarray(Ad.T)
-                case_r = f"right {nd}x{md} float32, d={d}"
-                base_r = f"cuBLAS stored {name} A @ S.T"
-                right = getattr(_cuda, f"{name}_right")
-                bench.add(case_r, base_r, cuda_time(lambda: Adt @ S.T))
-                bench.add(case_r, f"sketchcore {name} right (generated)",
-                          cuda_time(lambda: right(Adt, d, seed, st)), baseline=base_r)
-                for method, label in (("slabs", "slabs + cuBLAS"), ("fused", "fused kernel")):
-                    bench.add(case_r, f"  {name} right, {label}",
-                              cuda_time(lambda: right(Adt, d, seed, st, method=method)),
-                              baseline=base_r)
+                dense_rows(f"right {nd}x{md} float32, d={d}", f"{name} right",
+                           getattr(_cuda, f"{name}_right"), Adt, d, st, f"{name} A @ S.T",
+                           lambda: Adt @ S.T)
     # SRHT pieces: FWHT of the padded 2^20 x 256 matrix.
     p = 1 << 20
     X = cupy.zeros((p, n), dtype=cupy.float32)
