@@ -83,7 +83,8 @@ def name_expressions():
         exprs += [f"sc_sparse_slots<{h}>"]
         exprs += [f"sc_sparse_apply_slots<{h}, {v}, {sh}, 1>" for v in SLOT_VECTORS
                   for sh in SLOT_SHIFTS]
-        exprs += [f"sc_sparse_apply_slots<{h}, 1, {sh}, 2>" for sh in SLOT_SHIFTS]
+        exprs += [f"sc_sparse_apply_slots<{h}, {v}, {sh}, {2 * v}>" for v in SLOT_VECTORS
+                  for sh in SLOT_SHIFTS]
         exprs += [f"sc_sparse_apply_slots<{h}, 1, {sh}, 1, double>" for sh in SLOT_SHIFTS]
     for bm, bn in GEMM_TILES:
         for combo in gemm_combos():

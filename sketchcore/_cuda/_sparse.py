@@ -32,17 +32,19 @@ OWNED_VECTOR = 2
 #: "owned" (small blocks of rows of Y share a multiprocessor, _slot_blocks_per_sm).
 SLOTS_MIN_D = 128
 #: Columns of Y per thread of the "slots" kernel (1 or 2; see sc_sparse_apply_slots), or
-#: None: 2 where one block then holds every row of Y (d <= 512), else 1. Measured on an
-#: H200 (nnz = 8, 1e6 x 256, ms): d = 128, 256, 512: 1.11, 1.04, 1.01 with one column and
-#: 0.83, 0.78, 0.78 with two; d = 1024, 2048: 1.00, 1.32 with one and 1.10, 1.61 with two
-#: (blocks of 512 rows read each tile of A twice as often, in chunks half as long).
+#: None (``_slot_geometry``). Measured on an H200 (nnz = 8, 1e6 x 256, ms): d = 128, 256,
+#: 512: 1.11, 1.04, 1.01 with one column and 0.83, 0.78, 0.78 with two; d = 1024, 2048:
+#: 1.00, 1.32 with one and 1.10, 1.61 with two (one lane group: blocks of 512 rows read each
+#: tile of A twice as often, in chunks half as long).
 SLOT_VECTOR = None
-#: Lane groups per warp of the "slots" kernel with one column per thread (1 or 2; see
-#: sc_sparse_apply_slots), or None: 2 where one group per warp would need more than one
-#: block of rows of Y (d > 1024), else 1. Two groups give 16-column tiles, blocks of 2048
-#: rows of Y and chunks twice as long. Measured on an H200 in one run (nnz = 8, 1e6 x 256,
-#: ms, one / two groups): d = 1024, 0.82 / 0.98; d = 2048, 1.00 / 1.02; d = 4096,
-#: 1.53 / 1.33; d = 8192, 2.42 / 2.03.
+#: Lane groups per warp of the "slots" kernel (1, 2 with one column per thread, 4 with
+#: two; see sc_sparse_apply_slots), or None (``_slot_geometry``). Lane groups give
+#: 16-column tiles, blocks of 2048 rows of Y and chunks twice as long. Measured on an H200
+#: in one run (nnz = 8, 1e6 x 256, ms, one / two groups of one column): d = 1024,
+#: 0.82 / 0.98; d = 2048, 1.00 / 1.02; d = 4096, 1.53 / 1.33; d = 8192, 2.42 / 2.03. Four
+#: groups of two columns against two of one, apply kernel alone, in later runs: d = 1024,
+#: 0.685 against 0.765 (one group of one column: 0.648); d = 2048, 0.731 against 0.795;
+#: d = 4096, 0.970 against 1.064; d = 8192, 1.51 against 1.79.
 SLOT_GROUPS = None
 
 _OWN_C, _OWN_R = 32, 64    # SC_OWN_C, SC_OWN_R in sparse.cu
@@ -54,6 +56,26 @@ _SLOT_OVS = 256            # SC_SLOT_OVS in sparse.cu: staged head of an overflo
 _BUILDER_THREADS = 256    # threads of an sc_sparse_slots block (its launch bounds)
 _SLOT_SLAB = 1 << 20       # rows of A per slab of slot tables at most (one slab at 1e6 rows)
 _SLOT_BYTES = 128 << 20    # slot tables + overflow lists of a slab at most (large d: shorter)
+
+
+#: (columns per thread, lane groups per warp) of the float32 "slots" kernel:
+#: (1, 1), (2, 1), (1, 2) or (2, 4) (sc_sparse_apply_slots).
+_SLOT_GEOMETRIES = ((1, 1), (2, 1), (1, 2), (2, 4))
+
+
+def _slot_geometry(d):
+    """(vector, groups) of the float32 "slots" kernel for d rows of Y: SLOT_VECTOR and
+    SLOT_GROUPS where set (either alone picks the other), else by d, as measured (see
+    SLOT_GROUPS): two columns a thread where one block then holds every row of Y (d <=
+    512), one column and one group up to 1024 rows, four groups of two columns beyond."""
+    if SLOT_VECTOR is None and SLOT_GROUPS is None:
+        return (2, 1) if d <= _SLOT_THREADS // 2 else (2, 4) if d > _SLOT_THREADS else (1, 1)
+    vector = SLOT_VECTOR or (2 if SLOT_GROUPS == 4 else 1)
+    groups = SLOT_GROUPS or (1 if vector == 2 else 2 if d > _SLOT_THREADS else 1)
+    if (vector, groups) not in _SLOT_GEOMETRIES:
+        raise ValueError(f"slots kernel: (SLOT_VECTOR, SLOT_GROUPS) must be one of "
+                         f"{_SLOT_GEOMETRIES}, got ({SLOT_VECTOR}, {SLOT_GROUPS})")
+    return vector, groups
 
 
 def _slot_row_bytes(vector, groups=1):
@@ -100,7 +122,7 @@ def _slot_plan(d, nnz, tbw, optin, vector=1, groups=1):
     byte_max = 0xfffe // row_bytes - 1       # longest chunk with byte offsets (shift 0)
     if byte_max < R <= byte_max + byte_max // 4:
         R = byte_max
-    return R, (4 if R * nnz / d > (2 if groups == 2 else 2.5) else 2)
+    return R, (4 if R * nnz / d > (2 if groups > 1 else 2.5) else 2)
 
 
 def _slot_layout(m, d, nnz, optin, vector=1, groups=1):
@@ -142,9 +164,7 @@ def _apply_slots(A, m, n, lda, d, nnz, seed, stream, Y, ldy, zero_y=False):
     if A.dtype == cupy.float64:   # a double a lane: the geometry of two floats a lane
         V, G, T = 2, 1, "double"
     else:
-        V = SLOT_VECTOR or (2 if d <= _SLOT_THREADS // 2 else 1)
-        G = 1 if V != 1 else SLOT_GROUPS or (2 if d > _SLOT_THREADS else 1)
-        T = "float"
+        (V, G), T = _slot_geometry(d), "float"
     key = (cupy.cuda.runtime.getDevice(), m, n, lda, ldy, d, nnz, V, G, T, _SLOT_SLAB,
            _SLOT_BYTES, _slot_plan)                      # tests vary the last three
     plan = _plans.get(key)

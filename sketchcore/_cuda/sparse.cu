@@ -525,6 +525,15 @@ extern "C" __global__ void sc_sparse_indices(sc_i64 j0, sc_i64 nj, int d, int nn
 // conflicts 40M -> 17M of 239M -> 216M shared-load wavefronts, 886M -> 821M
 // instructions). Both limits stay near at d = 4096: shared-memory wavefronts 78% of one a
 // cycle, issue 75% of cycles.
+// Four lane groups of two columns (G = 4, V = 2), ncu at d = 4096, kernel alone: 1.06 ->
+// 0.97 ms, 821M -> 629M instructions (issue 75% -> 63% of cycles), 216M -> 191M
+// shared-memory wavefronts (78% -> 75%); the warps now mostly wait on shared-memory loads
+// (short scoreboard, half the cycles between issues). In the same runs, tried and
+// dropped: every place predicated on not being a zero row (167M wavefronts but 849M
+// instructions, 1.10 ms); only a fixed pair's second place predicated (0.96 against 0.97
+// ms); the next slot loaded a row index ahead (0.98); eight groups of four columns with
+// predicated places (149M wavefronts, 700M instructions: a float4 lane quadruples the
+// adds of a place, 1.02 ms).
 // Tried and dropped: overflow entries added into the owning warp's registers (each warp
 // scanning the list, a uniform branch tree picking the register) instead of global
 // reductions, 12% slower.
@@ -578,7 +587,7 @@ __device__ __forceinline__ void sc_cp_async8(void* smem, const void* gmem) {
 // Slot tables of chunks 0 .. gridDim.x - 1 of rows j0 .. j0 + m - 1 of A, one block per
 // (chunk c, block tb of tbw rows of Y). Slot of row i of the block: H words of two u16
 // places, each the chunk's row r (0 .. R - 1) of an entry or a zero row (R, or R + 1 to
-// spare a bank conflict with two lane groups) where empty, encoded from its byte offset
+// spare a bank conflict with lane groups) where empty, encoded from its byte offset
 // r x row_bytes in the staged tile as sc_slot_pair reads it (sc_slot_encode). H = 4: a
 // fixed pair of rows that add into row i of Y (word 0), one of rows that subtract (word
 // 2), and in words 1 and 3 two flexible pairs for the entries past
@@ -588,9 +597,9 @@ __device__ __forceinline__ void sc_cp_async8(void* smem, const void* gmem) {
 // instead of 3.8%; 3.2% instead of 6.5% for H = 2 at 1.5 per slot), each costlier when it
 // overflows (a global reduction per column) than a flexible pair's sign. Further entries
 // of (c, tb) go to OV[(c ntb + tb) ovstride]: their count, then (r << 12 | minus << 11 |
-// row of Y in the block); ovstride >= 1 + R nb, a multiple of 4. With two lane groups per
-// warp (groups = 2, see sc_sparse_apply_slots) row i's slot is stored at the position the
-// apply kernel reads it from: the two groups' slots of one row index k side by side.
+// row of Y in the block); ovstride >= 1 + R nb, a multiple of 4. With lane groups per warp
+// (groups = 2 or 4, see sc_sparse_apply_slots) row i's slot is stored at the position the
+// apply kernel reads it from: the groups' slots of one row index k side by side.
 // Dynamic shared memory: tbw (4 + 4 CAP) bytes. 32 registers (launch bounds: 8 blocks a
 // multiprocessor) keep the hashing's occupancy; the slot encoding needs no more. Blocks of
 // 512 threads (twice the warps a multiprocessor where shared memory allows 4 blocks) were
@@ -693,7 +702,7 @@ sc_sparse_slots(sc_i64 j0, sc_i64 m, int R, int d, int nnz, sc_u64 seed, sc_u64 
                             | ((unsigned)neg << 11) | (unsigned)i;
             }
     };
-    // With two lane groups, rows i and i + 32 of the block are read by one warp's halves in
+    // With lane groups, the slots of rows i and i + K of groups 2 p and 2 p + 1 are read in
     // the same load instructions, and staged rows of the same parity share banks. A zero
     // place (row R) read in the same load as an entry of the other row moves to the second
     // zero row, R + 1, where that entry's row has R's parity: it never adds a conflict.
@@ -717,29 +726,36 @@ sc_sparse_slots(sc_i64 j0, sc_i64 m, int R, int d, int nnz, sc_u64 seed, sc_u64 
         }
     };
     unsigned* sl = reinterpret_cast<unsigned*>(SL + (c * ntb + tb) * (sc_i64)tbw);
-    for (int u = tid; u < tbw / groups; u += nt) {
-        const int i0 = groups == 1 ? u : ((u >> 5) << 6) | (u & 31);
-        unsigned wd[2][H];
-        slot(i0, wd[0]);
-        if (groups == 2) {
-            slot(i0 + 32, wd[1]);
-            unsigned first[H];
+    auto store = [&](int at, const unsigned (&wd)[H]) {
+        if constexpr (H == 2)   // one vector store per slot: one contiguous run a warp
+            reinterpret_cast<uint2*>(sl)[at] = make_uint2(wd[0], wd[1]);
+        else
+            reinterpret_cast<uint4*>(sl)[at] = make_uint4(wd[0], wd[1], wd[2], wd[3]);
+    };
+    if (groups == 1) {
+        for (int i = tid; i < tbw; i += nt) {
+            unsigned wd[H];
+            slot(i, wd);
+            store(i, wd);
+        }
+    } else {
+        // A warp holds 64 rows of Y, K = 64 / groups a lane group: row i = 64 w + K g + k
+        // of the block is stored at 64 w + groups k + g. Groups 2 p and 2 p + 1 share load
+        // instructions (the whole warp's with two groups, a half-warp's with four): one
+        // thread takes both their slots of one k, stored side by side.
+        const int K = 64 / groups;
+        for (int u = tid; u < tbw / 2; u += nt) {
+            const int at = 2 * u, k = (at & 63) / groups, g0 = at % groups;
+            const int i = (at & ~63) + K * g0 + k;
+            unsigned wd[2][H], first[H];
+            slot(i, wd[0]);
+            slot(i + K, wd[1]);
 #pragma unroll
-            for (int k = 0; k < H; ++k) first[k] = wd[0][k];
+            for (int h = 0; h < H; ++h) first[h] = wd[0][h];
             spread(wd[0], wd[1]);
             spread(wd[1], first);
-        }
-#pragma unroll
-        for (int q = 0; q < 2; ++q) {
-            if (q >= groups) break;
-            const int i = i0 + 32 * q;
-            // Row i = 64 w + 32 g + k of the block (two groups) goes to 64 w + 2 k + g.
-            const int at = groups == 1 ? i : (i & ~63) | ((i & 31) << 1) | ((i >> 5) & 1);
-            if constexpr (H == 2)   // one vector store per slot: one contiguous run a warp
-                reinterpret_cast<uint2*>(sl)[at] = make_uint2(wd[q][0], wd[q][1]);
-            else
-                reinterpret_cast<uint4*>(sl)[at] = make_uint4(wd[q][0], wd[q][1], wd[q][2],
-                                                              wd[q][3]);
+            store(at, wd[0]);
+            store(at + 1, wd[1]);
         }
     }
     __syncthreads();
@@ -839,7 +855,11 @@ template <class F, int S> struct sc_slot_sum<2, F, S> {
 // G = 2 (V = 1), each half-warp covers 16 columns of its own 32 rows, so that a block of
 // 1024 threads holds 2048 rows of Y and a staged row is 64 bytes: half the blocks of rows
 // for large d, each staging chunks twice as long, and one load instruction serves two
-// entries (the halves' rows share banks half the time). blockDim.x = V tbw / G threads.
+// entries (the halves' rows share banks half the time). G = 4 (V = 2), each quarter-warp
+// covers the same 16 columns, two per lane, of its own 16 rows: the same blocks, tiles and
+// chunks, but a load instruction serves four entries (a half-warp's two groups conflict as
+// the two groups of G = 2 do) and a slot load four slots, so about half the instructions
+// a slot. blockDim.x = V tbw / G threads.
 // T = double (V = 1, G = 1): one double column per lane, 16 rows of Y per thread (the same
 // 32 registers a thread, 256-byte staged rows, as V = 2 in float).
 template <int H, int V, int S, int G, class T = float>
@@ -848,7 +868,9 @@ sc_sparse_apply_slots(const T* A, int m, sc_i64 n, sc_i64 lda, int d, int R,
                       const typename sc_slot_word<H>::type* SL, const unsigned* OV,
                       int ovstride, int tbw, int ntb, int ntiles, int nchunks, int per_block,
                       double scale, T* Y, sc_i64 ldy) {
-    static_assert(G == 1 || V == 1, "two lane groups take one column per thread");
+    static_assert(G == 1 || (sizeof(T) == 4 && G == 2 * V),
+                  "lane groups take 64-byte staged rows: one float a lane in two groups, two "
+                  "in four");
     static_assert(sizeof(T) == 4 || (V == 1 && G == 1), "double: one column, one group");
     typedef typename sc_slot_word<H>::type word;
     typedef typename sc_slot_lane<T, V>::F F;

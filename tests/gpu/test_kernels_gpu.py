@@ -158,7 +158,7 @@ def test_sparse_apply_owned_slabs_and_vectors(monkeypatch, vector):
     assert_within(cupy.asnumpy(Y), ref, bound, f"owned, vector={vector}")
 
 
-@pytest.mark.parametrize("vector,groups", [(1, 1), (2, 1), (1, 2)])
+@pytest.mark.parametrize("vector,groups", [(1, 1), (2, 1), (1, 2), (2, 4)])
 @pytest.mark.parametrize("d,m,n,nnz,plan", [
     (512, 5000, 96, 8, (240, 4)),    # 3.75 (7.5) entries per row of Y and chunk: overflow
     (64, 4000, 32, 8, (240, 4)),     # 30 (60) per row: full flexible pairs, most overflow
@@ -170,8 +170,8 @@ def test_sparse_apply_owned_slabs_and_vectors(monkeypatch, vector):
 ])
 def test_sparse_apply_slots_slabs_and_overflow(monkeypatch, vector, groups, d, m, n, nnz,
                                                 plan):
-    """The "slots" kernel, one and two columns per thread and two lane groups per warp,
-    over several slabs of slot tables, with blocks of rows of Y, overflow entries (more rows
+    """The "slots" kernel, one and two columns per thread, two and four lane groups per
+    warp, over several slabs of slot tables, with blocks of rows of Y, overflow entries (more rows
     of A hitting one row of Y in a chunk than its slot has places), ragged column tiles and
     tiny d, against the float64 product."""
     from sketchcore._cuda import _sparse
@@ -220,25 +220,29 @@ def test_sparse_apply_slots_float64(monkeypatch, d, m, n, nnz, plan):
     assert_within(cupy.asnumpy(Y), ref, bound, f"slots float64 d={d} nnz={nnz}")
 
 
+@pytest.mark.parametrize("vector,groups", [(1, 2), (2, 4)])
 @pytest.mark.parametrize("d,m,n,R", [
     (2048, 8000, 48, 1100),   # about 4 entries per row of Y and chunk, one block of rows
+    (4096, 9000, 32, 1280),   # two blocks of rows of Y, about 2.5 entries a row
     (256, 5000, 40, 1200),    # about 37: full flexible pairs, most entries overflow
 ])
-def test_sparse_apply_slots_two_groups_long_chunks(monkeypatch, d, m, n, R):
-    """Two lane groups per warp with chunks too long for byte offsets (shift 1: 64-byte
-    staged rows, R > 1023), against the float64 product."""
+def test_sparse_apply_slots_lane_groups_long_chunks(monkeypatch, vector, groups, d, m, n, R):
+    """Two and four lane groups per warp with chunks too long for byte offsets (shift 1:
+    64-byte staged rows, R > 1023), against the float64 product."""
     from sketchcore._cuda import _sparse
-    monkeypatch.setattr(_sparse, "SLOT_VECTOR", 1)
-    monkeypatch.setattr(_sparse, "SLOT_GROUPS", 2)
+    monkeypatch.setattr(_sparse, "SLOT_VECTOR", vector)
+    monkeypatch.setattr(_sparse, "SLOT_GROUPS", groups)
     monkeypatch.setattr(_sparse, "_slot_plan", lambda *args: (R, 4))
-    assert _sparse._slot_shift(R, 1, 2) == 1
+    assert _sparse._slot_shift(R, vector, groups) == 1
+    calls = _record_launches(monkeypatch, _sparse)
     stream = make_stream("sparse_sign", 0, 0)
     A = np.random.default_rng(d + m).standard_normal((m, n)).astype(np.float32)
     S = _sparse_dense_cpu(d, m, 8, 79, stream, np.float64)
     ref = S @ A.astype(np.float64)
     bound = gamma((S != 0).sum(axis=1).max() + 1, np.float32) * (np.abs(S) @ np.abs(A))
     Y = _cuda.sparse_sign_left(cupy.asarray(A), d, 8, 79, stream, method="slots")
-    assert_within(cupy.asnumpy(Y), ref, bound, f"slots, two groups, d={d}, R={R}")
+    assert f"sc_sparse_apply_slots<4, {vector}, 1, {groups}>" in calls, calls
+    assert_within(cupy.asnumpy(Y), ref, bound, f"slots, {groups} groups, d={d}, R={R}")
 
 
 def _decode_slots(SL, OV, layout, vector, groups, chunks):
@@ -257,7 +261,10 @@ def _decode_slots(SL, OV, layout, vector, groups, chunks):
     for c in range(chunks):
         for tb in range(ntb):
             for i in range(tbw):
-                at = i if groups == 1 else (i & ~63) | ((i & 31) << 1) | ((i >> 5) & 1)
+                # Row i = 64 w + K g + k (K = 64 / groups rows a lane group) is stored at
+                # 64 w + groups k + g.
+                g, k = divmod(i % 64, 64 // groups)
+                at = i if groups == 1 else i - i % 64 + groups * k + g
                 w = words[c, tb, at]
                 # H = 4: fixed plus (0), flexible (1), fixed minus (2), flexible (3).
                 order = [0, 2, 1, 3] if H == 4 else [0, 1]
@@ -285,14 +292,16 @@ def _decode_slots(SL, OV, layout, vector, groups, chunks):
 
 @pytest.mark.parametrize("vector,groups,d,R,H", [
     (1, 1, 256, 240, 4), (2, 1, 256, 120, 4), (1, 2, 2048, 480, 4), (1, 2, 2048, 1100, 4),
-    (1, 2, 4096, 700, 2), (1, 1, 1024, 300, 2), (1, 2, 64, 480, 4),
+    (1, 2, 4096, 700, 2), (1, 1, 1024, 300, 2), (1, 2, 64, 480, 4), (2, 4, 4096, 1280, 4),
+    (2, 4, 2048, 480, 4), (2, 4, 4096, 700, 2), (2, 4, 64, 480, 4),
 ])
 def test_slot_tables_hold_every_entry_once(vector, groups, d, R, H):
     """sc_sparse_slots' tables, read back as the apply kernel reads them, hold every
     nonzero of S (row of Y, row of the chunk, sign) exactly once, in a slot place or the
-    overflow list; zero places name one of the two zero rows (R, R + 1); and with two lane
-    groups a zero place read in the same load as an entry of the other group's row lies in
-    the other bank half (the other parity of 64-byte rows)."""
+    overflow list; zero places name one of the two zero rows (R, R + 1); and with lane
+    groups a zero place read in the same load as an entry of its partner group's row (rows
+    i and i ^ K, K = 64 / groups rows a group) lies in the other bank half (the other
+    parity of 64-byte rows)."""
     from sketchcore._cuda import _sparse
     m, nnz, seed = 3 * R - 17, 8, 81
     stream = make_stream("sparse_sign", 0, 0)
@@ -315,12 +324,15 @@ def test_slot_tables_hold_every_entry_once(vector, groups, d, R, H):
             cols = np.flatnonzero(block[row])
             want = sorted((int(r), 1 if block[row, r] > 0 else -1) for r in cols)
             assert got[c, row] == want, (c, row)
-    if groups == 2:
+    if groups > 1:
         at = {(c, y, k, half): r for c, y, k, half, r in reads}
+        spread = 0
         for (c, y, k, half), r in at.items():
-            other = at.get((c, y ^ 32, k, half))
+            other = at.get((c, y ^ (64 // groups), k, half))
+            spread += r == R + 1
             if r >= R and other is not None and other < R:
                 assert (r - other) % 2 == 1, (c, y, k, half, r, other)
+        assert spread or R * nnz >= 8 * d, "no zero place moved to the second zero row"
 
 
 def test_sparse_apply_right_slabs(monkeypatch):

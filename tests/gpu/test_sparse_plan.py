@@ -6,7 +6,7 @@ import pytest
 from sketchcore._cuda import _sparse
 
 
-@pytest.mark.parametrize("vector,groups", [(1, 1), (2, 1), (1, 2)])
+@pytest.mark.parametrize("vector,groups", [(1, 1), (2, 1), (1, 2), (2, 4)])
 @pytest.mark.parametrize("optin", [227 * 1024, 99 * 1024])
 @pytest.mark.parametrize("d", [64, 1000, 1024, 2048, 4096, 65536, (1 << 21) - 1])
 @pytest.mark.parametrize("nnz", [2, 8, 32])
@@ -65,6 +65,8 @@ def test_slot_plan_follows_the_entries_per_row():
     assert (tbw, ntb, R, H) == (2048, 1, 1022, 4) and _sparse._slot_shift(R, 1, 2) == 0
     tbw, ntb, R, H, _, _ = _sparse._slot_layout(1_000_000, 4096, 8, 227 * 1024, 1, 2)
     assert (tbw, ntb, R, H) == (2048, 2, 1280, 4) and _sparse._slot_shift(R, 1, 2) == 1
+    # Four lane groups of two columns a lane: the same blocks, rows and chunks.
+    assert _sparse._slot_layout(1_000_000, 4096, 8, 227 * 1024, 2, 4)[:4] == (2048, 2, 1280, 4)
     slab = _sparse._slot_layout(1_000_000, 16384, 8, 227 * 1024)[5]
     assert 500_000 <= slab < 500_000 + 768
 
@@ -79,3 +81,32 @@ def test_small_d_shares_a_multiprocessor():
     assert [blocks(d) for d in (128, 256, 512, 1024, 4096)] == [8, 4, 2, 1, 1]
     assert [blocks(d, 2) for d in (128, 256, 512, 1024)] == [4, 2, 1, 1]
     assert _sparse._slot_blocks_per_sm(128, 100 * 1024, 227 * 1024) == 2   # shared memory
+
+
+@pytest.mark.parametrize("vector,groups,want", [
+    (None, None, None), (1, None, None), (2, None, (2, 1)), (None, 4, (2, 4)), (1, 2, (1, 2)),
+    (2, 4, (2, 4)), (None, 2, (1, 2)),
+])
+@pytest.mark.parametrize("d", [256, 1024, 4096])
+def test_slot_geometry_defaults_and_overrides(monkeypatch, vector, groups, want, d):
+    """SLOT_VECTOR / SLOT_GROUPS pick the geometry where set (either alone completes it);
+    unset, d does: (2, 1) while one block holds every row of Y, (1, 1) up to 1024 rows,
+    four lane groups of two columns beyond."""
+    monkeypatch.setattr(_sparse, "SLOT_VECTOR", vector)
+    monkeypatch.setattr(_sparse, "SLOT_GROUPS", groups)
+    got = _sparse._slot_geometry(d)
+    assert got in _sparse._SLOT_GEOMETRIES
+    if want is not None:
+        assert got == want
+    elif vector == 1:
+        assert got[0] == 1
+    if vector is None and groups is None:
+        assert got == {256: (2, 1), 1024: (1, 1), 4096: (2, 4)}[d]
+
+
+@pytest.mark.parametrize("vector,groups", [(2, 2), (1, 4), (4, 1), (3, None)])
+def test_slot_geometry_rejects_other_pairs(monkeypatch, vector, groups):
+    monkeypatch.setattr(_sparse, "SLOT_VECTOR", vector)
+    monkeypatch.setattr(_sparse, "SLOT_GROUPS", groups)
+    with pytest.raises(ValueError, match=r"SLOT_VECTOR, SLOT_GROUPS.*got \(" + str(vector)):
+        _sparse._slot_geometry(4096)
