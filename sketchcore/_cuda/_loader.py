@@ -80,7 +80,7 @@ def name_expressions():
         exprs += [f"sc_normal_pass<{t}, {nc}>" for nc in NORMAL_PASS_COLUMNS]
         exprs += [f"sc_pivoted_cholesky<{t}>"]
     for h in SLOT_PLACES:
-        exprs += [f"sc_sparse_slots<{h}>"]
+        exprs += [f"sc_sparse_slots<{h}, {signed}>" for signed in ("false", "true")]
         exprs += [f"sc_sparse_apply_slots<{h}, {v}, {sh}, 1>" for v in SLOT_VECTORS
                   for sh in SLOT_SHIFTS]
         exprs += [f"sc_sparse_apply_slots<{h}, {v}, {sh}, {2 * v}>" for v in SLOT_VECTORS

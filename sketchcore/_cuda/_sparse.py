@@ -236,11 +236,12 @@ def _builder_launch(j0, rows, d, nnz, layout, vector, groups):
     ``layout``, ``_slot_layout``'s tuple): kernel, grid, the arguments before and after
     (seed, stream), shared memory; the tables SL, OV come last."""
     tbw, ntb, R, H, ovstride, _ = layout
-    return (f"sc_sparse_slots<{H}>", (-(-rows // R), ntb),
+    signed = _slot_signed(vector)
+    return (f"sc_sparse_slots<{H}, {'true' if signed else 'false'}>", (-(-rows // R), ntb),
             (i64(j0), i64(rows), i32(R), i32(d), i32(nnz)),
             (i32(tbw), i32(ntb), i32(ovstride), i32(_slot_row_bytes(vector, groups)),
              i32(_slot_shift(R, vector, groups)), i32(groups)),
-            _slot_builder_smem(tbw, H))
+            _slot_builder_smem(tbw, H, signed))
 
 
 def _build_slots(j0, rows, d, nnz, seed, stream, layout, vector, groups, SL, OV):
@@ -257,10 +258,20 @@ def _slot_smem(R, H, tbw, vector, groups=1):
     return 2 * ((R + 2) * _slot_row_bytes(vector, groups) + tbw * 4 * H + _SLOT_OVS * 4)
 
 
-def _slot_builder_smem(tbw, H):
-    """Dynamic shared memory of sc_sparse_slots: a count and 2 x (6 or 4) u16 entries (as
-    sc_slot_cap) per row of Y."""
-    return tbw * (4 + 4 * (6 if H == 4 else 4))
+def _slot_signed(vector):
+    """Whether the "slots" kernel with ``vector`` 4-byte words a lane (two floats, or one
+    double) reads signed places: up to 2 H entries of either sign in order, each place with
+    its own sign, against the by-sign layout of one float a lane (fixed pairs per sign,
+    flexible pairs after them). A lane of 8 bytes has the instructions to spare for the
+    signs, and loads no place for entries its slot does not have; one float a lane does
+    not (sc_sparse_apply_slots)."""
+    return vector == 2
+
+
+def _slot_builder_smem(tbw, H, signed=False):
+    """Dynamic shared memory of sc_sparse_slots: a count and the kept u16 entries per row
+    of Y (as sc_slot_cap: 2 x (6 or 4) by sign, 2 H signed)."""
+    return tbw * (4 + 2 * (2 * H if signed else 2 * (6 if H == 4 else 4)))
 
 
 def _slot_blocks_per_sm(threads, smem, optin):

@@ -215,6 +215,11 @@ template <> struct sc_fvec<1> {
     static __device__ __forceinline__ float sub(float a, float b) { return a - b; }
     static __device__ __forceinline__ float zero() { return 0.f; }
     static __device__ __forceinline__ float at(float a, int) { return a; }
+    // acc + x or acc - x (sign bit 31 of s): an exact multiply by +-1 fused with the add,
+    // so the sign costs no instruction on x.
+    static __device__ __forceinline__ float signed_add(float acc, float x, sc_u32 s) {
+        return fmaf(__uint_as_float(0x3f800000u | s), x, acc);
+    }
 };
 template <> struct sc_fvec<2> {
     typedef float2 type;
@@ -230,6 +235,10 @@ template <> struct sc_fvec<2> {
     }
     static __device__ __forceinline__ float2 zero() { return make_float2(0.f, 0.f); }
     static __device__ __forceinline__ float at(float2 a, int i) { return i ? a.y : a.x; }
+    static __device__ __forceinline__ float2 signed_add(float2 acc, float2 x, sc_u32 s) {
+        const float one = __uint_as_float(0x3f800000u | s);
+        return make_float2(fmaf(one, x.x, acc.x), fmaf(one, x.y, acc.y));
+    }
 };
 
 // One double per lane (the "slots" kernel in float64), with sc_fvec's interface; a sign
@@ -244,6 +253,9 @@ struct sc_dvec1 {
     static __device__ __forceinline__ double sub(double a, double b) { return a - b; }
     static __device__ __forceinline__ double zero() { return 0.0; }
     static __device__ __forceinline__ double at(double a, int) { return a; }
+    static __device__ __forceinline__ double signed_add(double acc, double x, sc_u32 s) {
+        return fma(__longlong_as_double(0x3ff0000000000000ll | ((long long)s << 32)), x, acc);
+    }
 };
 
 // Lane type of the "slots" kernel: V floats, or one double.
@@ -533,7 +545,13 @@ extern "C" __global__ void sc_sparse_indices(sc_i64 j0, sc_i64 nj, int d, int nn
 // instructions, 1.10 ms); only a fixed pair's second place predicated (0.96 against 0.97
 // ms); the next slot loaded a row index ahead (0.98); eight groups of four columns with
 // predicated places (149M wavefronts, 700M instructions: a float4 lane quadruples the
-// adds of a place, 1.02 ms).
+// adds of a place, 1.02 ms). Signed places for 8-byte lanes (sc_slot_add: each place
+// signed, every word skipped by the lanes whose slot has no more entries, so that the
+// fixed pairs' empty places are never loaded), in the same runs, kernel alone: d = 4096,
+// 0.97 -> 0.91 ms (191M -> 165M wavefronts, 629M -> 713M instructions); d = 2048, 0.73 ->
+// 0.70; d = 8192, 1.51 -> 1.40; d = 512 (two columns, one group), 0.56 -> 0.51; float64
+// at d = 1024, 0.65 -> 0.60. With one float a lane they cost more instructions than the
+// loads they save (d = 1024, 0.65 -> 0.74 ms): that lane keeps the by-sign layout.
 // Tried and dropped: overflow entries added into the owning warp's registers (each warp
 // scanning the list, a uniform branch tree picking the register) instead of global
 // reductions, 12% slower.
@@ -557,9 +575,12 @@ extern "C" __global__ void sc_sparse_indices(sc_i64 j0, sc_i64 nj, int d, int nn
 template <int H> struct sc_slot_word;             // the 2 H u16 places of one slot
 template <> struct sc_slot_word<2> { typedef uint2 type; };
 template <> struct sc_slot_word<4> { typedef uint4 type; };
-// Entries per sign the slot builder keeps for a slot: H = 2, two pairs for either sign;
-// H = 4, a pair per sign and two pairs for either sign (see sc_sparse_slots).
-template <int H> struct sc_slot_cap { static constexpr int value = H == 4 ? 6 : 4; };
+// Entries the slot builder keeps for a slot: per sign with the by-sign layout (H = 2, two
+// pairs for either sign; H = 4, a pair per sign and two pairs for either sign), in all
+// with signed places (2 H; see sc_sparse_slots).
+template <int H, bool SIGNED> struct sc_slot_cap {
+    static constexpr int value = SIGNED ? 2 * H : H == 4 ? 6 : 4;
+};
 
 // A slot word: places at rows lo and hi of a staged tile of row_bytes-byte rows, as
 // sc_slot_pair<F, shift> reads them, and a sign bit. The builder and the apply kernel
@@ -588,32 +609,36 @@ __device__ __forceinline__ void sc_cp_async8(void* smem, const void* gmem) {
 // (chunk c, block tb of tbw rows of Y). Slot of row i of the block: H words of two u16
 // places, each the chunk's row r (0 .. R - 1) of an entry or a zero row (R, or R + 1 to
 // spare a bank conflict with lane groups) where empty, encoded from its byte offset
-// r x row_bytes in the staged tile as sc_slot_pair reads it (sc_slot_encode). H = 4: a
-// fixed pair of rows that add into row i of Y (word 0), one of rows that subtract (word
-// 2), and in words 1 and 3 two flexible pairs for the entries past
-// either sign's first two, minus in bit 0, filled in order. H = 2: two flexible pairs.
-// Against four places per sign (two pairs per sign for H = 2) this keeps three times as
-// many entries at 4 per slot (a Poisson count of mean 2 per sign overflows 1.2% of them
-// instead of 3.8%; 3.2% instead of 6.5% for H = 2 at 1.5 per slot), each costlier when it
-// overflows (a global reduction per column) than a flexible pair's sign. Further entries
+// r x row_bytes in the staged tile as sc_slot_pair / sc_slot_add read it (sc_slot_encode).
+// By sign (SIGNED false, one float a lane), H = 4: a fixed pair of rows that add into row i
+// of Y (word 0), one of rows that subtract (word 2), and in words 1 and 3 two flexible
+// pairs for the entries past either sign's first two, minus in bit 0, filled in order.
+// H = 2: two flexible pairs. Against four places per sign (two pairs per sign for H = 2)
+// this keeps three times as many entries at 4 per slot (a Poisson count of mean 2 per sign
+// overflows 1.2% of them instead of 3.8%; 3.2% instead of 6.5% for H = 2 at 1.5 per slot),
+// each costlier when it overflows (a global reduction per column) than a flexible pair's
+// sign. Signed places (SIGNED, 8 bytes a lane): the first 2 H entries in the order they
+// came, place e in word e / 2, its sign in bit e % 2 (bits 0 and 1 are below any offset's
+// lowest set bit), one list of entries per row (an entry's sign in its bit 15). Further entries
 // of (c, tb) go to OV[(c ntb + tb) ovstride]: their count, then (r << 12 | minus << 11 |
 // row of Y in the block); ovstride >= 1 + R nb, a multiple of 4. With lane groups per warp
 // (groups = 2 or 4, see sc_sparse_apply_slots) row i's slot is stored at the position the
 // apply kernel reads it from: the groups' slots of one row index k side by side.
-// Dynamic shared memory: tbw (4 + 4 CAP) bytes. 32 registers (launch bounds: 8 blocks a
+// Dynamic shared memory: tbw (4 + 2 LISTS CAP) bytes. 32 registers (launch bounds: 8 blocks a
 // multiprocessor) keep the hashing's occupancy; the slot encoding needs no more. Blocks of
 // 512 threads (twice the warps a multiprocessor where shared memory allows 4 blocks) were
 // no faster at d = 2048 and 4096 (0.089 against 0.090 ms) and slower at d = 512 and 1024
 // (0.095 -> 0.125, 0.077 -> 0.095 ms): the builder is a tenth of a call there.
-template <int H>
+template <int H, bool SIGNED>
 __global__ void __launch_bounds__(256, 8)
 sc_sparse_slots(sc_i64 j0, sc_i64 m, int R, int d, int nnz, sc_u64 seed, sc_u64 stream,
                 int tbw, int ntb, int ovstride, int row_bytes, int shift, int groups,
                 typename sc_slot_word<H>::type* SL, unsigned* OV) {
-    constexpr int CAP = sc_slot_cap<H>::value;     // entries per sign kept for the slot
+    constexpr int CAP = sc_slot_cap<H, SIGNED>::value;   // entries kept, per sign or in all
+    constexpr int LISTS = SIGNED ? 1 : 2;                 // entry lists a row: all, or a sign
     extern __shared__ __align__(16) unsigned char sc_smem[];
     unsigned* cnt = reinterpret_cast<unsigned*>(sc_smem);   // plus count | minus count << 16
-    unsigned short* ent = reinterpret_cast<unsigned short*>(cnt + tbw);   // tbw x 2 CAP
+    unsigned short* ent = reinterpret_cast<unsigned short*>(cnt + tbw);   // tbw x LISTS CAP
     __shared__ unsigned ocount;
     const int tid = threadIdx.x, nt = blockDim.x;
     const sc_i64 c = blockIdx.x;
@@ -647,10 +672,13 @@ sc_sparse_slots(sc_i64 j0, sc_i64 m, int R, int d, int nnz, sc_u64 seed, sc_u64 
             for (int q = 0; q < 2; ++q) {
                 if (row[q] < T0 || row[q] >= T1) continue;
                 const unsigned r = (unsigned)(r0 + q * nt);
-                const unsigned old = atomicAdd(&cnt[row[q] - T0], neg[q] ? 0x10000u : 1u);
-                const unsigned rank = neg[q] ? old >> 16 : old & 0xffffu;
+                // Signed places: one list, the sign in bit 15 of an entry (r < 2^11).
+                const unsigned old = atomicAdd(&cnt[row[q] - T0],
+                                               !SIGNED && neg[q] ? 0x10000u : 1u);
+                const unsigned rank = !SIGNED && neg[q] ? old >> 16 : old & 0xffffu;
                 if (rank < CAP) {
-                    ent[(row[q] - T0) * 2 * CAP + neg[q] * CAP + rank] = (unsigned short)r;
+                    ent[(row[q] - T0) * LISTS * CAP + (SIGNED ? 0 : neg[q] * CAP) + rank] =
+                        (unsigned short)(SIGNED ? r | neg[q] << 15 : r);
                 } else {
                     const unsigned o = atomicAdd(&ocount, 1u);
                     ov[1 + o] = (r << 12) | (neg[q] << 11) | (unsigned)(row[q] - T0);
@@ -660,47 +688,62 @@ sc_sparse_slots(sc_i64 j0, sc_i64 m, int R, int d, int nnz, sc_u64 seed, sc_u64 
     }
     __syncthreads();
     // A word's low half (sc_slot_pair: its byte offset >> 2 shift, a sign in bit 0).
-    const unsigned lo_mask = shift ? 0x7ffeu : 0xfffeu;
+    const unsigned lo_mask = shift ? 0x7ffcu : 0xfffcu;
     const unsigned empty = sc_slot_encode(R, R, 0u, row_bytes, shift);
-    // Words of row i's slot (H = 4: fixed plus pair, flexible, fixed minus pair, flexible;
-    // H = 2: two flexible); entries no pair holds join the overflow list.
+    // Words of row i's slot. By sign, H = 4: fixed plus pair, flexible, fixed minus pair,
+    // flexible; H = 2: two flexible; entries no pair holds join the overflow list. Signed
+    // places: entries past the slot's 2 H places joined it while hashing.
     auto slot = [&](int i, unsigned (&wd)[H]) {
-        const int np = min((int)(cnt[i] & 0xffffu), CAP), nm = min((int)(cnt[i] >> 16), CAP);
-        // Row of place e of a sign (0 .. CAP - 1), the zero row's past its count, and a
-        // word of two of them.
-        auto row = [&](int neg, int e) {
-            return (unsigned)(e < (neg ? nm : np) ? ent[i * 2 * CAP + neg * CAP + e] : R);
-        };
-        auto pair = [&](int neg, int e) {
-            return sc_slot_encode(row(neg, e), row(neg, e + 1), (unsigned)neg, row_bytes, shift);
-        };
-        // F fixed entries per sign (H = 4: words 0 and 2, unsigned), then two flexible
-        // pairs, signed and in order, for the entries past them, placed where they keep
-        // the most entries.
-        constexpr int F = CAP - 4;
-        const int ep = max(np - F, 0), eq = max(nm - F, 0);
-        int wa = 0, kept = -1;
-        for (int t = 0; t <= 2; ++t) {
-            const int k = min(ep, 2 * t) + min(eq, 4 - 2 * t);
-            if (k > kept) { kept = k; wa = t; }
-        }
-        wa = min(wa, (ep + 1) / 2);
-        const int wb = min(2 - wa, (eq + 1) / 2);
-        const unsigned flex0 = wa ? pair(0, F) : wb ? pair(1, F) : empty;
-        const unsigned flex1 = wa == 2   ? pair(0, F + 2)
-                               : wa == 1 ? (wb ? pair(1, F) : empty)
-                                         : (wb == 2 ? pair(1, F + 2) : empty);
-        if constexpr (H == 2) {
-            wd[0] = flex0; wd[1] = flex1;
-        } else {
-            wd[0] = pair(0, 0); wd[1] = flex0; wd[2] = pair(1, 0) & ~1u; wd[3] = flex1;
-        }
-        for (int neg = 0; neg < 2; ++neg)
-            for (int e = F + 2 * (neg ? wb : wa); e < (neg ? nm : np); ++e) {
-                const unsigned o = atomicAdd(&ocount, 1u);
-                ov[1 + o] = ((unsigned)ent[i * 2 * CAP + neg * CAP + e] << 12)
-                            | ((unsigned)neg << 11) | (unsigned)i;
+        if constexpr (SIGNED) {
+            // Entries in the order they came, the zero row past them: place 2 k and 2 k + 1
+            // in word k, their signs in bits 0 and 1.
+            const int n = min((int)cnt[i], CAP);
+#pragma unroll
+            for (int k = 0; k < H; ++k) {
+                const unsigned e0 = 2 * k < n ? ent[i * CAP + 2 * k] : (unsigned)R;
+                const unsigned e1 = 2 * k + 1 < n ? ent[i * CAP + 2 * k + 1] : (unsigned)R;
+                wd[k] = sc_slot_encode(e0 & 0x7fffu, e1 & 0x7fffu, (e0 >> 15) | (e1 >> 15) << 1,
+                                       row_bytes, shift);
             }
+        } else {
+            const int np = min((int)(cnt[i] & 0xffffu), CAP), nm = min((int)(cnt[i] >> 16), CAP);
+            // Row of place e of a sign (0 .. CAP - 1), the zero row's past its count, and a
+            // word of two of them.
+            auto row = [&](int neg, int e) {
+                return (unsigned)(e < (neg ? nm : np) ? ent[i * 2 * CAP + neg * CAP + e] : R);
+            };
+            auto pair = [&](int neg, int e) {
+                return sc_slot_encode(row(neg, e), row(neg, e + 1), (unsigned)neg, row_bytes,
+                                      shift);
+            };
+            // F fixed entries per sign (H = 4: words 0 and 2, unsigned), then two flexible
+            // pairs, signed and in order, for the entries past them, placed where they keep
+            // the most entries.
+            constexpr int F = CAP - 4;
+            const int ep = max(np - F, 0), eq = max(nm - F, 0);
+            int wa = 0, kept = -1;
+            for (int t = 0; t <= 2; ++t) {
+                const int k = min(ep, 2 * t) + min(eq, 4 - 2 * t);
+                if (k > kept) { kept = k; wa = t; }
+            }
+            wa = min(wa, (ep + 1) / 2);
+            const int wb = min(2 - wa, (eq + 1) / 2);
+            const unsigned flex0 = wa ? pair(0, F) : wb ? pair(1, F) : empty;
+            const unsigned flex1 = wa == 2   ? pair(0, F + 2)
+                                   : wa == 1 ? (wb ? pair(1, F) : empty)
+                                             : (wb == 2 ? pair(1, F + 2) : empty);
+            if constexpr (H == 2) {
+                wd[0] = flex0; wd[1] = flex1;
+            } else {
+                wd[0] = pair(0, 0); wd[1] = flex0; wd[2] = pair(1, 0) & ~1u; wd[3] = flex1;
+            }
+            for (int neg = 0; neg < 2; ++neg)
+                for (int e = F + 2 * (neg ? wb : wa); e < (neg ? nm : np); ++e) {
+                    const unsigned o = atomicAdd(&ocount, 1u);
+                    ov[1 + o] = ((unsigned)ent[i * 2 * CAP + neg * CAP + e] << 12)
+                                | ((unsigned)neg << 11) | (unsigned)i;
+                }
+        }
     };
     // With lane groups, the slots of rows i and i + K of groups 2 p and 2 p + 1 are read in
     // the same load instructions, and staged rows of the same parity share banks. A zero
@@ -711,7 +754,7 @@ sc_sparse_slots(sc_i64 j0, sc_i64 m, int R, int d, int nnz, sc_u64 seed, sc_u64 
     auto spread = [&](unsigned (&mine)[H], const unsigned (&other)[H]) {
 #pragma unroll
         for (int k = 0; k < H; ++k) {
-            const bool fixed = H == 4 && (k & 1) == 0;
+            const bool fixed = !SIGNED && H == 4 && (k & 1) == 0;
             if (!fixed && (mine[k] == empty || other[k] == empty)) continue;
 #pragma unroll
             for (int half = 0; half < 2; ++half) {
@@ -821,8 +864,12 @@ __device__ __forceinline__ typename F::type sc_slot_pair(const char* tile, unsig
 // places) equal to `empty` (both places the zero row) ends its entries: it is skipped, a
 // branch that is uniform over the warp (all lanes read the same slot), sparing the
 // shared-memory traffic of the zero-row loads.
-template <int H, class F, int S> struct sc_slot_sum;
-template <class F, int S> struct sc_slot_sum<4, F, S> {
+template <int H, class F, int S, bool SIGNED> struct sc_slot_sum;
+template <class F, int S> struct sc_slot_sum<4, F, S, false> {
+    static __device__ __forceinline__ void add(typename F::type& acc, uint4 s, const char* tile,
+                                               unsigned lane, unsigned empty) {
+        acc = F::add(acc, get(s, tile, lane, empty));
+    }
     static __device__ __forceinline__ typename F::type get(uint4 s, const char* tile,
                                                            unsigned lane, unsigned empty) {
         typename F::type v = F::sub(sc_slot_pair<F, S>(tile, lane, s.x),
@@ -835,7 +882,11 @@ template <class F, int S> struct sc_slot_sum<4, F, S> {
         return v;
     }
 };
-template <class F, int S> struct sc_slot_sum<2, F, S> {
+template <class F, int S> struct sc_slot_sum<2, F, S, false> {
+    static __device__ __forceinline__ void add(typename F::type& acc, uint2 s, const char* tile,
+                                               unsigned lane, unsigned empty) {
+        acc = F::add(acc, get(s, tile, lane, empty));
+    }
     static __device__ __forceinline__ typename F::type get(uint2 s, const char* tile,
                                                            unsigned lane, unsigned empty) {
         typename F::type v = F::zero();
@@ -845,6 +896,43 @@ template <class F, int S> struct sc_slot_sum<2, F, S> {
                 v = F::add(v, F::flip(sc_slot_pair<F, S>(tile, lane, s.y), s.y << 31));
         }
         return v;
+    }
+};
+
+template <class F, int S>
+__device__ __forceinline__ void sc_slot_add(typename F::type& acc, const char* tile,
+                                            unsigned lane, unsigned s) {
+    typedef typename F::type vec;
+    const unsigned lo = (S ? (s & 0x7ffcu) << 2 : s & 0xfffcu) | lane, hi = (s >> (16 - S)) + lane;
+    acc = F::signed_add(acc, *reinterpret_cast<const vec*>(tile + lo), s << 31);
+    acc = F::signed_add(acc, *reinterpret_cast<const vec*>(tile + hi), (s >> 1) << 31);
+}
+
+// Adds a slot's entries to acc, word by word in order; a word equal to `empty` (both places
+// the zero row) ends them. The branches are per lane: lane groups whose slot has no more
+// entries sit out the loads of the others (no shared-memory wavefront for them).
+template <class F, int S> struct sc_slot_sum<4, F, S, true> {
+    static __device__ __forceinline__ void add(typename F::type& acc, uint4 s, const char* tile,
+                                               unsigned lane, unsigned empty) {
+        if (s.x != empty) {
+            sc_slot_add<F, S>(acc, tile, lane, s.x);
+            if (s.y != empty) {
+                sc_slot_add<F, S>(acc, tile, lane, s.y);
+                if (s.z != empty) {
+                    sc_slot_add<F, S>(acc, tile, lane, s.z);
+                    if (s.w != empty) sc_slot_add<F, S>(acc, tile, lane, s.w);
+                }
+            }
+        }
+    }
+};
+template <class F, int S> struct sc_slot_sum<2, F, S, true> {
+    static __device__ __forceinline__ void add(typename F::type& acc, uint2 s, const char* tile,
+                                               unsigned lane, unsigned empty) {
+        if (s.x != empty) {
+            sc_slot_add<F, S>(acc, tile, lane, s.x);
+            if (s.y != empty) sc_slot_add<F, S>(acc, tile, lane, s.y);
+        }
     }
 };
 
@@ -879,6 +967,7 @@ sc_sparse_apply_slots(const T* A, int m, sc_i64 n, sc_i64 lda, int d, int R,
     constexpr int K = 128 / LB;                          // rows of Y per thread
     constexpr int TILE = 32 * V / G;                     // columns per tile
     constexpr int GL = 32 / G;                           // lanes per group
+    constexpr bool SIGNED = LB == 8;                     // signed places (sc_sparse_slots)
     extern __shared__ __align__(16) unsigned char sc_smem[];
     const int sstride = (R + 2) * TILE;                  // a staged tile, its two zero rows
     T* stage0 = (T*)sc_smem;                             // 2 x ((R + 2) x TILE)
@@ -927,8 +1016,7 @@ sc_sparse_apply_slots(const T* A, int m, sc_i64 n, sc_i64 lda, int d, int R,
         const unsigned empty = sc_slot_encode(R, R, 0u, TILE * (int)sizeof(T), S);
 #pragma unroll
         for (int k = 0; k < K; ++k)
-            acc[k] = F::add(acc[k],
-                            sc_slot_sum<H, F, S>::get(sl[k * G], tileb, LB * cl, empty));
+            sc_slot_sum<H, F, S, SIGNED>::add(acc[k], sl[k * G], tileb, LB * cl, empty);
         // Entries beyond the slots' places: one coalesced reduction per entry and column
         // into Y, from the staged tile (the list's head is staged; a longer list reads on
         // from L2), an entry per lane group.

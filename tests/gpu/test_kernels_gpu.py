@@ -247,16 +247,23 @@ def test_sparse_apply_slots_lane_groups_long_chunks(monkeypatch, vector, groups,
 
 def _decode_slots(SL, OV, layout, vector, groups, chunks):
     """Read slot tables as sc_sparse_apply_slots does: {(chunk, row of Y): sorted list of
-    (row of the chunk, sign)} from the slot words (flexible words up to the first empty
-    one) and the overflow lists, plus every place read as (chunk, row of Y, word, half,
-    row of the chunk), zero rows included."""
+    (row of the chunk, sign)} from the slot words and the overflow lists, plus every place
+    read as (chunk, row of Y, word, half, row of the chunk), zero rows included.
+
+    Signed places (two floats a lane): words in order up to the first empty one, bit 0 the
+    low place's sign, bit 1 the high's. By sign (one float a lane): H = 4, a fixed plus
+    pair (word 0), flexible (1), a fixed minus pair (2), flexible (3); H = 2, two flexible;
+    a flexible word's sign in bit 0, flexible words up to the first empty one."""
     from sketchcore._cuda import _sparse
     tbw, ntb, R, H, ovstride, _ = layout
     row_bytes = 128 * vector // groups
     shift = _sparse._slot_shift(R, vector, groups)
+    signed = _sparse._slot_signed(vector)
     words = cupy.asnumpy(SL).reshape(chunks, ntb, tbw, H).astype(np.int64)
     ovs = cupy.asnumpy(OV).astype(np.int64)
     empty = ((R * row_bytes) >> (2 * shift)) | (((R * row_bytes) >> shift) << 16)
+    order = list(range(H)) if signed or H == 2 else [0, 2, 1, 3]
+    flexible = set(range(H)) if signed or H == 2 else {1, 3}
     entries, reads = {}, []
     for c in range(chunks):
         for tb in range(ntb):
@@ -266,23 +273,23 @@ def _decode_slots(SL, OV, layout, vector, groups, chunks):
                 g, k = divmod(i % 64, 64 // groups)
                 at = i if groups == 1 else i - i % 64 + groups * k + g
                 w = words[c, tb, at]
-                # H = 4: fixed plus (0), flexible (1), fixed minus (2), flexible (3).
-                order = [0, 2, 1, 3] if H == 4 else [0, 1]
-                flexible = [1, 3] if H == 4 else [0, 1]
                 got = []
                 for k in order:
                     if k in flexible and w[k] == empty:
                         break       # the kernel skips it and every later flexible word
-                    lo = ((w[k] & 0x7ffe) << 2) if shift else (w[k] & 0xfffe)
+                    lo = ((w[k] & 0x7ffc) << 2) if shift else (w[k] & 0xfffc)
                     hi = w[k] >> (16 - shift)
                     assert lo % row_bytes == 0 and hi % row_bytes == 0, (c, tb, i, k)
-                    sign = -1 if (k == 2 or (k in flexible and w[k] & 1)) else 1
                     for half, off in enumerate((lo, hi)):
                         r = off // row_bytes
                         reads.append((c, tb * tbw + i, k, half, r))
                         assert r <= R + 1, (c, tb, i, k, r)
+                        if signed:
+                            minus = w[k] >> half & 1
+                        else:
+                            minus = k == 2 or (k in flexible and w[k] & 1)
                         if r < R:
-                            got.append((r, sign))
+                            got.append((r, -1 if minus else 1))
                 entries[c, tb * tbw + i] = got
             ov = ovs[(c * ntb + tb) * ovstride:]
             for u in ov[1:1 + ov[0]]:

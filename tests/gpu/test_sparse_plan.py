@@ -28,7 +28,8 @@ def test_slot_layout_fits_offsets_shared_memory_and_budget(vector, groups, optin
     smem = _sparse._slot_smem(R, H, tbw, vector, groups)
     assert smem == 2 * ((R + 2) * 128 * vector // groups + tbw * 4 * H
                         + _sparse._SLOT_OVS * 4)
-    assert smem <= optin and _sparse._slot_builder_smem(tbw, H) <= optin
+    assert smem <= optin
+    assert _sparse._slot_builder_smem(tbw, H, _sparse._slot_signed(vector)) <= optin
     bands = max(((min(d, t0 + tbw)) * nnz - 1) // d - ((t0 + 1) * nnz - 1) // d + 1
                 for t0 in range(0, d, tbw))
     assert ovstride % 4 == 0 and ovstride >= 1 + R * bands
