@@ -41,7 +41,7 @@ OPTIONS = ("-std=c++17", "--fmad=false")
 GEMM_TILES = ((64, 64), (128, 32), (256, 16))
 OWNED_VECTORS = (1, 2)   # columns per thread of sc_sparse_apply_owned
 SLOT_PLACES = (2, 4)     # words (place pairs) per slot of sc_sparse_apply_slots
-SLOT_VECTORS = (1, 2)    # columns per thread of sc_sparse_apply_slots
+SLOT_GROUPS = ((1, "float"), (4, "float"), (1, "double"))   # lane groups a warp, type
 SLOT_SHIFTS = (0, 1)     # place = byte offset >> shift in sc_sparse_apply_slots' slots
 FWHT_TILE_STAGES = range(4, 11)   # stages per pass of sc_fwht_tile (_fwht.TILE_*_STAGES)
 NORMAL_PASS_COLUMNS = (1, 2, 4, 8, 16, 32)   # columns per lane of sc_normal_pass (n <= 32 NC)
@@ -80,12 +80,9 @@ def name_expressions():
         exprs += [f"sc_normal_pass<{t}, {nc}>" for nc in NORMAL_PASS_COLUMNS]
         exprs += [f"sc_pivoted_cholesky<{t}>"]
     for h in SLOT_PLACES:
-        exprs += [f"sc_sparse_slots<{h}, {signed}>" for signed in ("false", "true")]
-        exprs += [f"sc_sparse_apply_slots<{h}, {v}, {sh}, 1>" for v in SLOT_VECTORS
-                  for sh in SLOT_SHIFTS]
-        exprs += [f"sc_sparse_apply_slots<{h}, {v}, {sh}, {2 * v}>" for v in SLOT_VECTORS
-                  for sh in SLOT_SHIFTS]
-        exprs += [f"sc_sparse_apply_slots<{h}, 1, {sh}, 1, double>" for sh in SLOT_SHIFTS]
+        exprs += [f"sc_sparse_slots<{h}>"]
+        exprs += [f"sc_sparse_apply_slots<{h}, {sh}, {g}, {t}>" for sh in SLOT_SHIFTS
+                  for g, t in SLOT_GROUPS]
     for bm, bn in GEMM_TILES:
         for combo in gemm_combos():
             exprs.append(gemm_name(*combo, bm, bn, False))

@@ -31,20 +31,11 @@ OWNED_VECTOR = 2
 #: Smallest d the "slots" kernel takes: from d = 128 on it was measured faster than
 #: "owned" (small blocks of rows of Y share a multiprocessor, _slot_blocks_per_sm).
 SLOTS_MIN_D = 128
-#: Columns of Y per thread of the "slots" kernel (1 or 2; see sc_sparse_apply_slots), or
-#: None (``_slot_geometry``). Measured on an H200 (nnz = 8, 1e6 x 256, ms): d = 128, 256,
-#: 512: 1.11, 1.04, 1.01 with one column and 0.83, 0.78, 0.78 with two; d = 1024, 2048:
-#: 1.00, 1.32 with one and 1.10, 1.61 with two (one lane group: blocks of 512 rows read each
-#: tile of A twice as often, in chunks half as long).
-SLOT_VECTOR = None
-#: Lane groups per warp of the "slots" kernel (1, 2 with one column per thread, 4 with
-#: two; see sc_sparse_apply_slots), or None (``_slot_geometry``). Lane groups give
-#: 16-column tiles, blocks of 2048 rows of Y and chunks twice as long. Measured on an H200
-#: in one run (nnz = 8, 1e6 x 256, ms, one / two groups of one column): d = 1024,
-#: 0.82 / 0.98; d = 2048, 1.00 / 1.02; d = 4096, 1.53 / 1.33; d = 8192, 2.42 / 2.03. Four
-#: groups of two columns against two of one, apply kernel alone, in later runs: d = 1024,
-#: 0.685 against 0.765 (one group of one column: 0.648); d = 2048, 0.731 against 0.795;
-#: d = 4096, 0.970 against 1.064; d = 8192, 1.51 against 1.79.
+#: Lane groups per warp of the float32 "slots" kernel (1: 64-column tiles, blocks of 512
+#: rows of Y; 4: 16-column tiles, blocks of 2048 rows, chunks four times as long; see
+#: sc_sparse_apply_slots), or None: 1 up to d = 1024, 4 beyond. Measured on an H200 (nnz =
+#: 8, 1e6 x 256, whole call, ms, one / four groups): d = 512, 0.65 / 0.80; d = 1024,
+#: 0.74 / 0.79; d = 2048, 1.04 / 0.89; d = 4096, 1.71 / 1.10; d = 8192, 2.98 / 1.50.
 SLOT_GROUPS = None
 
 _OWN_C, _OWN_R = 32, 64    # SC_OWN_C, SC_OWN_R in sparse.cu
@@ -58,88 +49,72 @@ _SLOT_SLAB = 1 << 20       # rows of A per slab of slot tables at most (one slab
 _SLOT_BYTES = 128 << 20    # slot tables + overflow lists of a slab at most (large d: shorter)
 
 
-#: (columns per thread, lane groups per warp) of the float32 "slots" kernel:
-#: (1, 1), (2, 1), (1, 2) or (2, 4) (sc_sparse_apply_slots).
-_SLOT_GEOMETRIES = ((1, 1), (2, 1), (1, 2), (2, 4))
+def _slot_groups(d):
+    """Lane groups per warp of the float32 "slots" kernel for d rows of Y (SLOT_GROUPS)."""
+    if SLOT_GROUPS is None:
+        return 1 if d <= _SLOT_THREADS else 4
+    if SLOT_GROUPS not in (1, 4):
+        raise ValueError(f"slots kernel: SLOT_GROUPS must be 1, 4 or None, got {SLOT_GROUPS}")
+    return SLOT_GROUPS
 
 
-def _slot_geometry(d):
-    """(vector, groups) of the float32 "slots" kernel for d rows of Y: SLOT_VECTOR and
-    SLOT_GROUPS where set (either alone picks the other), else by d, as measured (see
-    SLOT_GROUPS): two columns a thread where one block then holds every row of Y (d <=
-    512), one column and one group up to 1024 rows, four groups of two columns beyond."""
-    if SLOT_VECTOR is None and SLOT_GROUPS is None:
-        return (2, 1) if d <= _SLOT_THREADS // 2 else (2, 4) if d > _SLOT_THREADS else (1, 1)
-    vector = SLOT_VECTOR or (2 if SLOT_GROUPS == 4 else 1)
-    groups = SLOT_GROUPS or (1 if vector == 2 else 2 if d > _SLOT_THREADS else 1)
-    if (vector, groups) not in _SLOT_GEOMETRIES:
-        raise ValueError(f"slots kernel: (SLOT_VECTOR, SLOT_GROUPS) must be one of "
-                         f"{_SLOT_GEOMETRIES}, got ({SLOT_VECTOR}, {SLOT_GROUPS})")
-    return vector, groups
+def _slot_row_bytes(groups=1):
+    """Bytes of a staged row of the "slots" kernel: 32 / groups lanes of 8 bytes."""
+    return 256 // groups
 
 
-def _slot_row_bytes(vector, groups=1):
-    """Bytes of a staged row of the "slots" kernel: a tile of 32 vector / groups 4-byte
-    words (``vector``: a lane's words, float columns per thread or 2 for one double)."""
-    return 128 * vector // groups
-
-
-def _slot_r_max(vector, groups=1):
+def _slot_r_max(groups=1):
     """Longest chunk of the "slots" kernel: a slot word's low half holds the byte offset of
-    a row (the last zero row's: R + 1) shifted right by two in its bits 1 .. 14 (shift 1,
-    see sc_slot_pair)."""
-    return 4 * 0x7ffe // _slot_row_bytes(vector, groups) - 1
+    a row (the last zero row's: R + 1) shifted right by two in its bits 2 .. 14 (shift 1,
+    see sc_slot_add)."""
+    return 4 * 0x7ffc // _slot_row_bytes(groups) - 1
 
 
-def _slot_shift(R, vector, groups=1):
+def _slot_shift(R, groups=1):
     """Shift S of the "slots" kernel's places: 0 (plain byte offsets in both halves, one
     instruction fewer per low half) when the chunk's offsets, its two zero rows' (R and
     R + 1) included, fit 16 bits, else 1."""
-    return 0 if (R + 1) * _slot_row_bytes(vector, groups) <= 0xfffe else 1
+    return 0 if (R + 1) * _slot_row_bytes(groups) <= 0xfffc else 1
 
 
-def _slot_plan(d, nnz, tbw, optin, vector=1, groups=1):
+def _slot_plan(d, nnz, tbw, optin, groups=1):
     """(R, H) of the "slots" kernel: rows of A per chunk and words (place pairs) per slot.
 
     Every row of Y costs one slot load per chunk and a load per filled place pair, so chunks
-    should be long: about 4 entries per row of Y and chunk with H = 4 (a fixed pair per
-    sign and two flexible pairs overflow 1.2% of the entries at that density), else as long
-    as two staged tiles (of 32 ``vector`` / ``groups`` columns) fit in shared memory and a
-    row's offset fits a slot's 16 bits (R <= _slot_r_max), with H = 2 when that still
-    leaves under 2.5 entries per row (2 with two lane groups). A chunk a little too long for
-    byte offsets is cut to the longest that fits them (_slot_shift: halved offsets cost
-    instructions). Measured on an H200 at nnz = 8 (1e6 x 256, ms): d = 1024, with offsets
-    in rows, R = 384, 512, 640, 768 with four places per sign took 1.47, 1.26, 1.24, 1.43
-    (longer chunks overflow more); with byte offsets R = 496 and 511 1.02 and 1.00,
-    0.76-0.88 with flexible pairs. With flexible pairs, one lane group, on a slower
-    machine: d = 2048, R = 511, 640, 768 with H = 4 1.31, 1.19, 1.08
-    (R = 768, H = 2: 1.44); d = 4096, R = 768 with H = 2 / 4 1.61 / 1.72, R = 511 with
-    H = 2 1.87."""
-    row_bytes = _slot_row_bytes(vector, groups)
+    should be long: about 4 entries per row of Y and chunk with H = 4 (eight places: a
+    Poisson count of mean 4 overflows 0.5% of the entries), else as long as two staged tiles
+    fit in shared memory and a row's offset fits a slot's 16 bits (R <= _slot_r_max), with
+    H = 2 when that still leaves at most 2.5 entries per row (2 with lane groups). A chunk a
+    little too long for byte offsets is cut to the longest that fits them (_slot_shift:
+    halved offsets cost instructions). Measured on an H200 at nnz = 8 (1e6 x 256, ms), with
+    one float a lane and places per sign: d = 1024, offsets in rows, R = 384, 512, 640, 768
+    took 1.47, 1.26, 1.24, 1.43 (longer chunks overflow more); d = 2048, R = 511, 640, 768
+    with H = 4 1.31, 1.19, 1.08 (R = 768, H = 2: 1.44); d = 4096, R = 768 with H = 2 / 4
+    1.61 / 1.72, R = 511 with H = 2 1.87."""
+    row_bytes = _slot_row_bytes(groups)
     fit = (optin - 2 * (tbw * 16 + _SLOT_OVS * 4)) // (2 * row_bytes) - 2   # two tiles
-    fit = max(16, min(fit // 16 * 16, _slot_r_max(vector, groups)))
+    fit = max(16, min(fit // 16 * 16, _slot_r_max(groups)))
     R = max(16, min(fit, 4 * d // nnz))
-    byte_max = 0xfffe // row_bytes - 1       # longest chunk with byte offsets (shift 0)
+    byte_max = 0xfffc // row_bytes - 1       # longest chunk with byte offsets (shift 0)
     if byte_max < R <= byte_max + byte_max // 4:
         R = byte_max
     return R, (4 if R * nnz / d > (2 if groups > 1 else 2.5) else 2)
 
 
-def _slot_layout(m, d, nnz, optin, vector=1, groups=1):
-    """Geometry of the "slots" kernel with ``vector`` columns per thread and ``groups`` lane
-    groups per warp for m rows of A: (tbw, ntb, R, H, ovstride, slab) = rows of Y per block
-    (32 groups / vector per warp, blocks of vector tbw / groups threads), blocks of rows,
-    chunk length, words per slot, overflow list stride (every entry of a (chunk, block) may
-    overflow), rows of A per slab (whole chunks, at most _SLOT_SLAB rows and _SLOT_BYTES of
-    tables)."""
-    rows_per_warp = 32 // vector * groups
-    tbw = min(_SLOT_THREADS // vector * groups, -(-d // rows_per_warp) * rows_per_warp)
+def _slot_layout(m, d, nnz, optin, groups=1):
+    """Geometry of the "slots" kernel with ``groups`` lane groups per warp for m rows of A:
+    (tbw, ntb, R, H, ovstride, slab) = rows of Y per block (16 groups per warp, blocks of
+    2 tbw / groups threads), blocks of rows, chunk length, words per slot, overflow list
+    stride (every entry of a (chunk, block) may overflow), rows of A per slab (whole
+    chunks, at most _SLOT_SLAB rows and _SLOT_BYTES of tables)."""
+    rows_per_warp = 16 * groups
+    tbw = min(_SLOT_THREADS // 2 * groups, -(-d // rows_per_warp) * rows_per_warp)
     ntb = -(-d // tbw)
-    R, H = _slot_plan(d, nnz, tbw, min(optin, 227 * 1024), vector, groups)
-    r_max = _slot_r_max(vector, groups)
+    R, H = _slot_plan(d, nnz, tbw, min(optin, 227 * 1024), groups)
+    r_max = _slot_r_max(groups)
     if not 1 <= R <= r_max:
-        raise ValueError(f"slots kernel: chunk length R must be in 1..{r_max} for {vector} "
-                         f"columns per thread and {groups} lane groups, got {R}")
+        raise ValueError(f"slots kernel: chunk length R must be in 1..{r_max} for {groups} "
+                         f"lane groups, got {R}")
 
     def band(row):
         return ((row + 1) * nnz - 1) // d
@@ -161,17 +136,15 @@ def _apply_slots(A, m, n, lda, d, nnz, seed, stream, Y, ldy, zero_y=False):
     shape are planned once (``_slot_launches``): the host time before the first launch
     is time the GPU waits."""
     import cupy
-    if A.dtype == cupy.float64:   # a double a lane: the geometry of two floats a lane
-        V, G, T = 2, 1, "double"
-    else:
-        (V, G), T = _slot_geometry(d), "float"
-    key = (cupy.cuda.runtime.getDevice(), m, n, lda, ldy, d, nnz, V, G, T, _SLOT_SLAB,
+    T = "double" if A.dtype == cupy.float64 else "float"
+    G = 1 if T == "double" else _slot_groups(d)
+    key = (cupy.cuda.runtime.getDevice(), m, n, lda, ldy, d, nnz, G, T, _SLOT_SLAB,
            _SLOT_BYTES, _slot_plan)                      # tests vary the last three
     plan = _plans.get(key)
     if plan is None:
         if len(_plans) >= 64:
             _plans.clear()
-        plan = _plans[key] = _slot_launches(m, n, lda, ldy, d, nnz, V, G, T)
+        plan = _plans[key] = _slot_launches(m, n, lda, ldy, d, nnz, G, T)
     n_sl, n_tables, slabs = plan
     # Slot tables and overflow lists in one allocation.
     tables = cupy.empty(n_tables, dtype=cupy.uint32)
@@ -189,26 +162,25 @@ def _apply_slots(A, m, n, lda, d, nnz, seed, stream, Y, ldy, zero_y=False):
     return Y
 
 
-_plans = {}          # (device, m, n, lda, ldy, d, nnz, V, G, ...) -> _slot_launches(...)
+_plans = {}          # (device, m, n, lda, ldy, d, nnz, G, T, ...) -> _slot_launches(...)
 
 
-def _slot_launches(m, n, lda, ldy, d, nnz, vector, groups, ctype="float"):
+def _slot_launches(m, n, lda, ldy, d, nnz, groups, ctype="float"):
     """The launches of ``_apply_slots`` for one shape: (slot table words, table and
     overflow words, [(j0, rows, builder launch, apply launch) per slab]), each launch its
-    kernel, grid, block and arguments around the per-call ones. ``vector``: 4-byte words
-    of a lane's columns (float: columns per thread; ``ctype`` "double": 2, one column)."""
+    kernel, grid, block and arguments around the per-call ones."""
     sms, optin = device_properties()
-    layout = _slot_layout(m, d, nnz, optin, vector, groups)
+    layout = _slot_layout(m, d, nnz, optin, groups)
     tbw, ntb, R, H, ovstride, slab = layout
     chunks_max = slab // R
     n_sl = chunks_max * ntb * tbw * H
     # The last overflow list's staged head reads past its end: pad by one head.
     n_tables = n_sl + chunks_max * ntb * ovstride + _SLOT_OVS
-    shift = _slot_shift(R, vector, groups)
-    tile = 128 * vector // groups // (8 if ctype == "double" else 4)   # columns
+    shift = _slot_shift(R, groups)
+    tile = _slot_row_bytes(groups) // (8 if ctype == "double" else 4)   # columns
     gx = -(-n // tile)
-    smem = _slot_smem(R, H, tbw, vector, groups)
-    threads = vector * tbw // groups
+    smem = _slot_smem(R, H, tbw, groups)
+    threads = 2 * tbw // groups
     per_sm = _slot_blocks_per_sm(threads, smem, optin)
     slabs = []
     for j0 in range(0, m, slab):
@@ -218,60 +190,45 @@ def _slot_launches(m, n, lda, ldy, d, nnz, vector, groups, ctype="float"):
         # per tile and group of chunks left 4 of 132 multiprocessors idle).
         work = gx * chunks
         per_block = -(-work // max(1, min(work, sms * per_sm // ntb)))
-        name = (f"sc_sparse_apply_slots<{H}, 1, {shift}, 1, double>" if ctype == "double"
-                else f"sc_sparse_apply_slots<{H}, {vector}, {shift}, {groups}>")
-        apply = (name,
+        apply = (f"sc_sparse_apply_slots<{H}, {shift}, {groups}, {ctype}>",
                  (-(-work // per_block), 1, ntb), (threads,),
                  (i32(rows), i64(n), i64(lda), i32(d), i32(R)),
                  (i32(ovstride), i32(tbw), i32(ntb), i32(gx), i32(chunks), i32(per_block),
                   f64(1.0 / math.sqrt(nnz))),
                  (i64(ldy),), smem)
-        slabs.append((j0, rows, _builder_launch(j0, rows, d, nnz, layout, vector, groups),
-                      apply))
+        slabs.append((j0, rows, _builder_launch(j0, rows, d, nnz, layout, groups), apply))
     return n_sl, n_tables, slabs
 
 
-def _builder_launch(j0, rows, d, nnz, layout, vector, groups):
+def _builder_launch(j0, rows, d, nnz, layout, groups):
     """sc_sparse_slots' launch for rows j0 .. j0 + rows - 1 of A (at most one slab of
     ``layout``, ``_slot_layout``'s tuple): kernel, grid, the arguments before and after
     (seed, stream), shared memory; the tables SL, OV come last."""
     tbw, ntb, R, H, ovstride, _ = layout
-    signed = _slot_signed(vector)
-    return (f"sc_sparse_slots<{H}, {'true' if signed else 'false'}>", (-(-rows // R), ntb),
+    return (f"sc_sparse_slots<{H}>", (-(-rows // R), ntb),
             (i64(j0), i64(rows), i32(R), i32(d), i32(nnz)),
-            (i32(tbw), i32(ntb), i32(ovstride), i32(_slot_row_bytes(vector, groups)),
-             i32(_slot_shift(R, vector, groups)), i32(groups)),
-            _slot_builder_smem(tbw, H, signed))
+            (i32(tbw), i32(ntb), i32(ovstride), i32(_slot_row_bytes(groups)),
+             i32(_slot_shift(R, groups)), i32(groups)),
+            _slot_builder_smem(tbw, H))
 
 
-def _build_slots(j0, rows, d, nnz, seed, stream, layout, vector, groups, SL, OV):
+def _build_slots(j0, rows, d, nnz, seed, stream, layout, groups, SL, OV):
     """Slot tables SL and overflow lists OV (cupy uint32, laid out as in ``_apply_slots``)
     of rows j0 .. j0 + rows - 1 of A, by sc_sparse_slots (tests read them back)."""
-    expr, grid, pre, post, smem = _builder_launch(j0, rows, d, nnz, layout, vector, groups)
+    expr, grid, pre, post, smem = _builder_launch(j0, rows, d, nnz, layout, groups)
     launch(expr, grid, (_BUILDER_THREADS,), pre + (u64(seed), u64(stream)) + post + (SL, OV),
            shared_mem=smem)
 
 
-def _slot_smem(R, H, tbw, vector, groups=1):
+def _slot_smem(R, H, tbw, groups=1):
     """Shared memory of sc_sparse_apply_slots: two staged tiles with their two zero rows
     each, two sets of slots and of overflow heads."""
-    return 2 * ((R + 2) * _slot_row_bytes(vector, groups) + tbw * 4 * H + _SLOT_OVS * 4)
+    return 2 * ((R + 2) * _slot_row_bytes(groups) + tbw * 4 * H + _SLOT_OVS * 4)
 
 
-def _slot_signed(vector):
-    """Whether the "slots" kernel with ``vector`` 4-byte words a lane (two floats, or one
-    double) reads signed places: up to 2 H entries of either sign in order, each place with
-    its own sign, against the by-sign layout of one float a lane (fixed pairs per sign,
-    flexible pairs after them). A lane of 8 bytes has the instructions to spare for the
-    signs, and loads no place for entries its slot does not have; one float a lane does
-    not (sc_sparse_apply_slots)."""
-    return vector == 2
-
-
-def _slot_builder_smem(tbw, H, signed=False):
-    """Dynamic shared memory of sc_sparse_slots: a count and the kept u16 entries per row
-    of Y (as sc_slot_cap: 2 x (6 or 4) by sign, 2 H signed)."""
-    return tbw * (4 + 2 * (2 * H if signed else 2 * (6 if H == 4 else 4)))
+def _slot_builder_smem(tbw, H):
+    """Dynamic shared memory of sc_sparse_slots: a count and 2 H u16 entries per row of Y."""
+    return tbw * (4 + 4 * H)
 
 
 def _slot_blocks_per_sm(threads, smem, optin):

@@ -212,14 +212,8 @@ template <> struct sc_fvec<1> {
         return __uint_as_float(__float_as_uint(a) ^ s);
     }
     static __device__ __forceinline__ float add(float a, float b) { return a + b; }
-    static __device__ __forceinline__ float sub(float a, float b) { return a - b; }
     static __device__ __forceinline__ float zero() { return 0.f; }
     static __device__ __forceinline__ float at(float a, int) { return a; }
-    // acc + x or acc - x (sign bit 31 of s): an exact multiply by +-1 fused with the add,
-    // so the sign costs no instruction on x.
-    static __device__ __forceinline__ float signed_add(float acc, float x, sc_u32 s) {
-        return fmaf(__uint_as_float(0x3f800000u | s), x, acc);
-    }
 };
 template <> struct sc_fvec<2> {
     typedef float2 type;
@@ -230,11 +224,10 @@ template <> struct sc_fvec<2> {
     static __device__ __forceinline__ float2 add(float2 a, float2 b) {
         return make_float2(a.x + b.x, a.y + b.y);
     }
-    static __device__ __forceinline__ float2 sub(float2 a, float2 b) {
-        return make_float2(a.x - b.x, a.y - b.y);
-    }
     static __device__ __forceinline__ float2 zero() { return make_float2(0.f, 0.f); }
     static __device__ __forceinline__ float at(float2 a, int i) { return i ? a.y : a.x; }
+    // acc + x or acc - x (sign bit 31 of s): an exact multiply by +-1 fused with the add,
+    // so the sign costs no instruction on x.
     static __device__ __forceinline__ float2 signed_add(float2 acc, float2 x, sc_u32 s) {
         const float one = __uint_as_float(0x3f800000u | s);
         return make_float2(fmaf(one, x.x, acc.x), fmaf(one, x.y, acc.y));
@@ -250,7 +243,6 @@ struct sc_dvec1 {
                                     ^ ((long long)(s & 0x80000000u) << 32));
     }
     static __device__ __forceinline__ double add(double a, double b) { return a + b; }
-    static __device__ __forceinline__ double sub(double a, double b) { return a - b; }
     static __device__ __forceinline__ double zero() { return 0.0; }
     static __device__ __forceinline__ double at(double a, int) { return a; }
     static __device__ __forceinline__ double signed_add(double acc, double x, sc_u32 s) {
@@ -258,9 +250,10 @@ struct sc_dvec1 {
     }
 };
 
-// Lane type of the "slots" kernel: V floats, or one double.
-template <class T, int V> struct sc_slot_lane { typedef sc_fvec<V> F; };
-template <> struct sc_slot_lane<double, 1> { typedef sc_dvec1 F; };
+// Lane type of the "slots" kernel: 8 bytes, two floats or one double.
+template <class T> struct sc_slot_lane;
+template <> struct sc_slot_lane<float> { typedef sc_fvec<2> F; };
+template <> struct sc_slot_lane<double> { typedef sc_dvec1 F; };
 
 __device__ __forceinline__ void sc_cp_async16(void* smem, const void* gmem, bool valid) {
 #if __CUDA_ARCH__ >= 800
@@ -500,91 +493,66 @@ extern "C" __global__ void sc_sparse_indices(sc_i64 j0, sc_i64 nj, int d, int nn
 
 
 // ---------------------------------------------------------------------------------------
-// sc_sparse_apply_slots: Y (zeroed, row-major d x n) += S @ A for row-major float32 A (m, n),
-// n % 4 == 0, 16-byte aligned rows; Y accumulated in registers.
+// sc_sparse_apply_slots: Y (zeroed, row-major d x n) += S @ A for row-major float32 or
+// float64 A (m, n), rows of whole 16-byte pieces, 16-byte aligned; Y accumulated in
+// registers.
 //
 // Rows of A stream through the block in chunks of R. For every chunk a slot table, built
 // once per chunk by sc_sparse_slots and shared by all column tiles, gives each row of Y H
-// words of two places each for the chunk's rows of A that add into it or subtract from it
-// (further ones go to an overflow list, added with global reductions from the staged
-// tile). Thread (warp w, lane l) owns rows K w .. K w + K - 1 of its block of Y (K = 32 /
-// V) and columns V l .. V l + V - 1 of its 32 V-column tile as 32 float registers; per row
-// of Y and chunk it makes one broadcast load of the slot and up to 2 H conflict-free loads
-// of V staged A values (a pair of places both empty is skipped by a warp-uniform branch; a
-// lone empty place reads a zero row): no atomics, 2 H independent loads in flight. V = 2
-// shares each slot load, place address and branch between two columns, for twice the
-// staged row (so half the chunk length in 16-bit offsets) and blocks of half the rows of Y.
-// Measured on an H200 (d = 1024, nnz = 8, 1e6 x 256, ratios to a device copy), V = 1: with
-// slot offsets in rows, 1.26 ms (0.39x), issue-bound at 8 instructions per place; offsets
-// in bytes, 1.09 ms; one slab of tables, a 32-bit staging loop and (tile, chunk) work
-// spread over every multiprocessor, 1.02 ms; R = 511, 1.00 ms (0.48x); skipping empty
-// pairs, 4% less kernel time at fixed clocks; a pointer-stepping staging loop that skips
-// rows past m, 3.5% less (the staging then cost 6% of the kernel, against 10%); flexible
-// pairs in place of four places per sign, 0.76 ms (0.66x; the kernel alone 0.87 -> 0.65
-// ms: three times fewer overflow entries, each a global reduction per column, which had
-// cost a tenth of the kernel, and fewer zero-row loads). d = 2048 (ntb = 2 blocks of rows
-// of Y), in the same runs: 1.31 -> 0.93 ms (0.38x -> 0.53x) with flexible pairs, chunks of
-// 768 rows (halved offsets) and one slab of tables; d = 4096, 2.12 -> 1.46 ms (0.34x).
-// Two lane groups per warp (G = 2 below), in one later run: d = 4096, 1.53 -> 1.33 ms;
-// d = 8192, 2.42 -> 2.03; d = 2048, 1.00 against 1.02 (no gain: one block of rows already
-// stages each tile only twice); d = 1024, 0.82 against 0.98 (worse: chunks no longer than
-// before, twice the conflicts).
-// Places addressed from the staged tile's base in a uniform register (loads [R + UR]: the
-// low half one OR with the lane's offset, the high half one shift-and-add) and a second
-// zero row, so that a zero place in one lane group never shares banks with the other
-// group's entry (sc_sparse_slots), ncu in one run, kernel alone: d = 1024, 659 -> 647 us
-// (553M -> 512M instructions); d = 2048, 846 -> 798 us; d = 4096, 1.15 -> 1.06 ms (bank
-// conflicts 40M -> 17M of 239M -> 216M shared-load wavefronts, 886M -> 821M
-// instructions). Both limits stay near at d = 4096: shared-memory wavefronts 78% of one a
-// cycle, issue 75% of cycles.
-// Four lane groups of two columns (G = 4, V = 2), ncu at d = 4096, kernel alone: 1.06 ->
-// 0.97 ms, 821M -> 629M instructions (issue 75% -> 63% of cycles), 216M -> 191M
-// shared-memory wavefronts (78% -> 75%); the warps now mostly wait on shared-memory loads
-// (short scoreboard, half the cycles between issues). In the same runs, tried and
-// dropped: every place predicated on not being a zero row (167M wavefronts but 849M
-// instructions, 1.10 ms); only a fixed pair's second place predicated (0.96 against 0.97
-// ms); the next slot loaded a row index ahead (0.98); eight groups of four columns with
-// predicated places (149M wavefronts, 700M instructions: a float4 lane quadruples the
-// adds of a place, 1.02 ms). Signed places for 8-byte lanes (sc_slot_add: each place
-// signed, every word skipped by the lanes whose slot has no more entries, so that the
-// fixed pairs' empty places are never loaded), in the same runs, kernel alone: d = 4096,
-// 0.97 -> 0.91 ms (191M -> 165M wavefronts, 629M -> 713M instructions); d = 2048, 0.73 ->
-// 0.70; d = 8192, 1.51 -> 1.40; d = 512 (two columns, one group), 0.56 -> 0.51; float64
-// at d = 1024, 0.65 -> 0.60. With one float a lane they cost more instructions than the
-// loads they save (d = 1024, 0.65 -> 0.74 ms): that lane keeps the by-sign layout.
-// Tried and dropped: overflow entries added into the owning warp's registers (each warp
-// scanning the list, a uniform branch tree picking the register) instead of global
-// reductions, 12% slower.
-// Alternatives measured earlier: a switch over the exact entry count (indirect branches)
-// 1.3 ms, predicating seven places with a sign bit 3x the instructions, the "owned" kernel
-// above (a load and a store per update into a shared-memory Y) 1.7 ms; staged tiles at
-// 64 KiB boundaries, so that a place's address is one logic instruction (col | offset)
-// instead of two, no faster at d = 1024 (0.97 ms either way) and slower at d = 512 (0.83
-// against 0.76 ms); predicating every place on not being the zero row (fewer loads, one
-// compare more per place) was no faster either (1.01 against 0.99 ms at d = 1024, 1.53
-// against 1.30 at d = 2048). ncu at d = 1024 (before the flexible pairs) showed two limits
-// both near, the shared-memory pipe's wavefronts (80% of one per cycle; the data banks only
-// 21% busy) and instruction issue (0.77 per scheduler). Per slot and column tile: 2
-// wavefronts for the broadcast LDS.128 of the slot (a quarter of all), about 4.3 for the
-// unconditional places and 1.3 for the predicated ones, against 3.9 entries; 44
-// instructions. Larger d has fewer entries per row of Y and chunk (2.5 at d = 4096 with
-// two lane groups and R = 1280), so the per-row costs dominate there.
+// words of two places each: the chunk's rows of A that add into it or subtract from it,
+// each place with its own sign (further entries go to an overflow list, added with global
+// reductions from the staged tile). A lane holds 8 bytes of a row of Y (two float columns
+// or one double) for K = 16 rows, 32 registers; G lane groups per warp each take their own
+// K rows (G = 1: a warp covers 64 float or 32 double columns; G = 4, float: each
+// quarter-warp covers 16 columns, so that a block of 1024 threads holds 2048 rows of Y and
+// stages 64-byte rows, in chunks four times as long as with G = 1). Per row of Y and chunk
+// a thread makes one load of the slot (shared by its group) and, word by word while its
+// slot has entries, two loads of staged values and two fused multiply-adds by +-1: no
+// atomics; lanes whose slot has run out sit the rest out (no shared-memory wavefront for
+// them), a word no lane needs is skipped by the whole warp.
+// History, measured on an H200 (nnz = 8, 1e6 x 256 float32, ratios to a device copy):
+// with one float a lane, offsets in rows and four places per sign, d = 1024 took 1.26 ms
+// (0.39x), issue-bound at 8 instructions per place; byte offsets (a place's address one or
+// two instructions from the slot word: an OR or a shift-and-add with the lane's offset, the
+// tile's base in a uniform register), one slab of tables, a 32-bit staging loop and
+// (tile, chunk) work spread over every multiprocessor, 1.00 ms; skipping empty words 4%
+// less; a fixed pair per sign and two flexible pairs (three times fewer overflow entries,
+// each a global reduction per column) 0.76 ms (0.66x). A second zero row, so that a zero
+// place in one lane group never shares banks with the entry its partner group reads
+// alongside (sc_sparse_slots), cut bank conflicts at d = 4096 from 40M to 17M. Two groups
+// of one float a lane took d = 4096 from 1.53 to 1.33 ms; four groups of two floats
+// (the load of a place serving four entries, a slot load four slots), kernel alone, ncu:
+// d = 4096 1.06 -> 0.97 ms (821M -> 629M instructions, 216M -> 191M shared-memory
+// wavefronts), d = 2048 0.80 -> 0.73, d = 8192 1.79 -> 1.51. Signed places (in place of
+// the fixed pairs per sign, whose empty places were loaded by every lane), kernel alone:
+// d = 4096 0.97 -> 0.91 ms (191M -> 165M wavefronts, 629M -> 713M instructions), d = 2048
+// 0.73 -> 0.70, d = 8192 1.51 -> 1.40, d = 512 (one group) 0.56 -> 0.51, float64 at d =
+// 1024 0.65 -> 0.60; d = 1024 with one group of two floats 0.62 against 0.65 ms for the
+// fixed pairs with one float a lane, which the signed places had slowed to 0.74 (an
+// instruction-bound lane of one float pays the signs' instructions; that lane is gone).
+// At d = 4096 the warps mostly wait on shared-memory loads (issue 75% of cycles,
+// wavefronts 70% of one a cycle).
+// Tried and dropped: overflow entries added into the owning warp's registers 12% slower;
+// a switch over the exact entry count (indirect branches) 1.3 ms at d = 1024; the "owned"
+// kernel above (a load and a store per update into a shared-memory Y) 1.7 ms; staged tiles
+// at 64 KiB boundaries (a place's address one instruction) no faster; every place
+// predicated on not being a zero row (with four groups: 167M wavefronts but 849M
+// instructions, 1.10 against 0.97 ms); the next slot loaded a row index ahead (0.98);
+// eight groups of four floats with predicated places (149M wavefronts, 700M instructions:
+// a float4 lane quadruples the adds of a place, 1.02 ms); the slots and the overflow head
+// staged by one bulk copy each on sm_90 (mbarrier) and the rows' copy loop unrolled (702M
+// against 713M instructions, 0.911 against 0.913 ms).
 #define SC_SLOT_THREADS 1024    // threads per block at most: 64 registers each
 #define SC_SLOT_OVS 256         // staged head of a chunk's overflow list (u32: count, entries)
 
 template <int H> struct sc_slot_word;             // the 2 H u16 places of one slot
 template <> struct sc_slot_word<2> { typedef uint2 type; };
 template <> struct sc_slot_word<4> { typedef uint4 type; };
-// Entries the slot builder keeps for a slot: per sign with the by-sign layout (H = 2, two
-// pairs for either sign; H = 4, a pair per sign and two pairs for either sign), in all
-// with signed places (2 H; see sc_sparse_slots).
-template <int H, bool SIGNED> struct sc_slot_cap {
-    static constexpr int value = SIGNED ? 2 * H : H == 4 ? 6 : 4;
-};
 
 // A slot word: places at rows lo and hi of a staged tile of row_bytes-byte rows, as
-// sc_slot_pair<F, shift> reads them, and a sign bit. The builder and the apply kernel
-// both take `empty` (both places on zero row R) from here.
+// sc_slot_add<F, shift> reads them, and their signs (neg: bit 0 lo's, bit 1 hi's; both
+// below the lowest set bit of any offset). The builder and the apply kernel both take
+// `empty` (both places on zero row R) from here.
 __device__ __forceinline__ unsigned sc_slot_encode(unsigned lo, unsigned hi, unsigned neg,
                                                    int row_bytes, int shift) {
     return ((lo * row_bytes) >> (2 * shift)) | (((hi * row_bytes) >> shift) << 16) | neg;
@@ -607,38 +575,29 @@ __device__ __forceinline__ void sc_cp_async8(void* smem, const void* gmem) {
 
 // Slot tables of chunks 0 .. gridDim.x - 1 of rows j0 .. j0 + m - 1 of A, one block per
 // (chunk c, block tb of tbw rows of Y). Slot of row i of the block: H words of two u16
-// places, each the chunk's row r (0 .. R - 1) of an entry or a zero row (R, or R + 1 to
-// spare a bank conflict with lane groups) where empty, encoded from its byte offset
-// r x row_bytes in the staged tile as sc_slot_pair / sc_slot_add read it (sc_slot_encode).
-// By sign (SIGNED false, one float a lane), H = 4: a fixed pair of rows that add into row i
-// of Y (word 0), one of rows that subtract (word 2), and in words 1 and 3 two flexible
-// pairs for the entries past either sign's first two, minus in bit 0, filled in order.
-// H = 2: two flexible pairs. Against four places per sign (two pairs per sign for H = 2)
-// this keeps three times as many entries at 4 per slot (a Poisson count of mean 2 per sign
-// overflows 1.2% of them instead of 3.8%; 3.2% instead of 6.5% for H = 2 at 1.5 per slot),
-// each costlier when it overflows (a global reduction per column) than a flexible pair's
-// sign. Signed places (SIGNED, 8 bytes a lane): the first 2 H entries in the order they
-// came, place e in word e / 2, its sign in bit e % 2 (bits 0 and 1 are below any offset's
-// lowest set bit), one list of entries per row (an entry's sign in its bit 15). Further entries
-// of (c, tb) go to OV[(c ntb + tb) ovstride]: their count, then (r << 12 | minus << 11 |
-// row of Y in the block); ovstride >= 1 + R nb, a multiple of 4. With lane groups per warp
-// (groups = 2 or 4, see sc_sparse_apply_slots) row i's slot is stored at the position the
-// apply kernel reads it from: the groups' slots of one row index k side by side.
-// Dynamic shared memory: tbw (4 + 2 LISTS CAP) bytes. 32 registers (launch bounds: 8 blocks a
-// multiprocessor) keep the hashing's occupancy; the slot encoding needs no more. Blocks of
-// 512 threads (twice the warps a multiprocessor where shared memory allows 4 blocks) were
-// no faster at d = 2048 and 4096 (0.089 against 0.090 ms) and slower at d = 512 and 1024
-// (0.095 -> 0.125, 0.077 -> 0.095 ms): the builder is a tenth of a call there.
-template <int H, bool SIGNED>
+// places, the first 2 H entries of the row in the order they came, each the chunk's row r
+// (0 .. R - 1) of an entry with its sign, then a zero row (R, or R + 1 to spare a bank
+// conflict with lane groups), encoded from its byte offset r x row_bytes in the staged
+// tile as sc_slot_add reads it (sc_slot_encode). Further entries of (c, tb) go to OV[(c
+// ntb + tb) ovstride]: their count, then (r << 12 | minus << 11 | row of Y in the block);
+// ovstride >= 1 + R nb, a multiple of 4. With lane groups (groups = 4, see
+// sc_sparse_apply_slots) row i's slot is stored at the position the apply kernel reads it
+// from: the groups' slots of one row index k side by side.
+// Dynamic shared memory: tbw (4 + 4 H) bytes, a count and 2 H entries (r | minus << 15)
+// per row. 32 registers (launch bounds: 8 blocks a multiprocessor) keep the hashing's
+// occupancy. Blocks of 512 threads (twice the warps a multiprocessor where shared memory
+// allows 4 blocks) were no faster at d = 2048 and 4096 (0.089 against 0.090 ms) and slower
+// at d = 512 and 1024 (0.095 -> 0.125, 0.077 -> 0.095 ms): the builder is a tenth of a
+// call there.
+template <int H>
 __global__ void __launch_bounds__(256, 8)
 sc_sparse_slots(sc_i64 j0, sc_i64 m, int R, int d, int nnz, sc_u64 seed, sc_u64 stream,
                 int tbw, int ntb, int ovstride, int row_bytes, int shift, int groups,
                 typename sc_slot_word<H>::type* SL, unsigned* OV) {
-    constexpr int CAP = sc_slot_cap<H, SIGNED>::value;   // entries kept, per sign or in all
-    constexpr int LISTS = SIGNED ? 1 : 2;                 // entry lists a row: all, or a sign
+    constexpr int CAP = 2 * H;                     // entries kept for a slot
     extern __shared__ __align__(16) unsigned char sc_smem[];
-    unsigned* cnt = reinterpret_cast<unsigned*>(sc_smem);   // plus count | minus count << 16
-    unsigned short* ent = reinterpret_cast<unsigned short*>(cnt + tbw);   // tbw x LISTS CAP
+    unsigned* cnt = reinterpret_cast<unsigned*>(sc_smem);   // entries of a row of Y
+    unsigned short* ent = reinterpret_cast<unsigned short*>(cnt + tbw);   // tbw x CAP
     __shared__ unsigned ocount;
     const int tid = threadIdx.x, nt = blockDim.x;
     const sc_i64 c = blockIdx.x;
@@ -672,13 +631,9 @@ sc_sparse_slots(sc_i64 j0, sc_i64 m, int R, int d, int nnz, sc_u64 seed, sc_u64 
             for (int q = 0; q < 2; ++q) {
                 if (row[q] < T0 || row[q] >= T1) continue;
                 const unsigned r = (unsigned)(r0 + q * nt);
-                // Signed places: one list, the sign in bit 15 of an entry (r < 2^11).
-                const unsigned old = atomicAdd(&cnt[row[q] - T0],
-                                               !SIGNED && neg[q] ? 0x10000u : 1u);
-                const unsigned rank = !SIGNED && neg[q] ? old >> 16 : old & 0xffffu;
-                if (rank < CAP) {
-                    ent[(row[q] - T0) * LISTS * CAP + (SIGNED ? 0 : neg[q] * CAP) + rank] =
-                        (unsigned short)(SIGNED ? r | neg[q] << 15 : r);
+                const unsigned rank = atomicAdd(&cnt[row[q] - T0], 1u);
+                if (rank < CAP) {           // the sign in bit 15 (r < 2^11)
+                    ent[(row[q] - T0) * CAP + rank] = (unsigned short)(r | neg[q] << 15);
                 } else {
                     const unsigned o = atomicAdd(&ocount, 1u);
                     ov[1 + o] = (r << 12) | (neg[q] << 11) | (unsigned)(row[q] - T0);
@@ -687,75 +642,31 @@ sc_sparse_slots(sc_i64 j0, sc_i64 m, int R, int d, int nnz, sc_u64 seed, sc_u64 
         }
     }
     __syncthreads();
-    // A word's low half (sc_slot_pair: its byte offset >> 2 shift, a sign in bit 0).
+    // A word's low half (sc_slot_add: its byte offset >> 2 shift; the signs in bits 0, 1).
     const unsigned lo_mask = shift ? 0x7ffcu : 0xfffcu;
     const unsigned empty = sc_slot_encode(R, R, 0u, row_bytes, shift);
-    // Words of row i's slot. By sign, H = 4: fixed plus pair, flexible, fixed minus pair,
-    // flexible; H = 2: two flexible; entries no pair holds join the overflow list. Signed
-    // places: entries past the slot's 2 H places joined it while hashing.
+    // Row i's slot: entries in the order they came, the zero row past them, places 2 k and
+    // 2 k + 1 in word k.
     auto slot = [&](int i, unsigned (&wd)[H]) {
-        if constexpr (SIGNED) {
-            // Entries in the order they came, the zero row past them: place 2 k and 2 k + 1
-            // in word k, their signs in bits 0 and 1.
-            const int n = min((int)cnt[i], CAP);
+        const int n = min((int)cnt[i], CAP);
 #pragma unroll
-            for (int k = 0; k < H; ++k) {
-                const unsigned e0 = 2 * k < n ? ent[i * CAP + 2 * k] : (unsigned)R;
-                const unsigned e1 = 2 * k + 1 < n ? ent[i * CAP + 2 * k + 1] : (unsigned)R;
-                wd[k] = sc_slot_encode(e0 & 0x7fffu, e1 & 0x7fffu, (e0 >> 15) | (e1 >> 15) << 1,
-                                       row_bytes, shift);
-            }
-        } else {
-            const int np = min((int)(cnt[i] & 0xffffu), CAP), nm = min((int)(cnt[i] >> 16), CAP);
-            // Row of place e of a sign (0 .. CAP - 1), the zero row's past its count, and a
-            // word of two of them.
-            auto row = [&](int neg, int e) {
-                return (unsigned)(e < (neg ? nm : np) ? ent[i * 2 * CAP + neg * CAP + e] : R);
-            };
-            auto pair = [&](int neg, int e) {
-                return sc_slot_encode(row(neg, e), row(neg, e + 1), (unsigned)neg, row_bytes,
-                                      shift);
-            };
-            // F fixed entries per sign (H = 4: words 0 and 2, unsigned), then two flexible
-            // pairs, signed and in order, for the entries past them, placed where they keep
-            // the most entries.
-            constexpr int F = CAP - 4;
-            const int ep = max(np - F, 0), eq = max(nm - F, 0);
-            int wa = 0, kept = -1;
-            for (int t = 0; t <= 2; ++t) {
-                const int k = min(ep, 2 * t) + min(eq, 4 - 2 * t);
-                if (k > kept) { kept = k; wa = t; }
-            }
-            wa = min(wa, (ep + 1) / 2);
-            const int wb = min(2 - wa, (eq + 1) / 2);
-            const unsigned flex0 = wa ? pair(0, F) : wb ? pair(1, F) : empty;
-            const unsigned flex1 = wa == 2   ? pair(0, F + 2)
-                                   : wa == 1 ? (wb ? pair(1, F) : empty)
-                                             : (wb == 2 ? pair(1, F + 2) : empty);
-            if constexpr (H == 2) {
-                wd[0] = flex0; wd[1] = flex1;
-            } else {
-                wd[0] = pair(0, 0); wd[1] = flex0; wd[2] = pair(1, 0) & ~1u; wd[3] = flex1;
-            }
-            for (int neg = 0; neg < 2; ++neg)
-                for (int e = F + 2 * (neg ? wb : wa); e < (neg ? nm : np); ++e) {
-                    const unsigned o = atomicAdd(&ocount, 1u);
-                    ov[1 + o] = ((unsigned)ent[i * 2 * CAP + neg * CAP + e] << 12)
-                                | ((unsigned)neg << 11) | (unsigned)i;
-                }
+        for (int k = 0; k < H; ++k) {
+            const unsigned e0 = 2 * k < n ? ent[i * CAP + 2 * k] : (unsigned)R;
+            const unsigned e1 = 2 * k + 1 < n ? ent[i * CAP + 2 * k + 1] : (unsigned)R;
+            wd[k] = sc_slot_encode(e0 & 0x7fffu, e1 & 0x7fffu, (e0 >> 15) | (e1 >> 15) << 1,
+                                   row_bytes, shift);
         }
     };
     // With lane groups, the slots of rows i and i + K of groups 2 p and 2 p + 1 are read in
-    // the same load instructions, and staged rows of the same parity share banks. A zero
-    // place (row R) read in the same load as an entry of the other row moves to the second
-    // zero row, R + 1, where that entry's row has R's parity: it never adds a conflict.
-    // Words that are not read (flexible, equal to `empty`) are left as they are.
+    // the same load instructions (a half-warp's), and staged rows of the same parity share
+    // banks. A zero place (row R) read in the same load as an entry of the other row moves
+    // to the second zero row, R + 1, where that entry's row has R's parity: it never adds a
+    // conflict. A word equal to `empty` is not read (its lanes sit it out) and stays as is.
     const int row_shift = __ffs(row_bytes) - 1;
     auto spread = [&](unsigned (&mine)[H], const unsigned (&other)[H]) {
 #pragma unroll
         for (int k = 0; k < H; ++k) {
-            const bool fixed = !SIGNED && H == 4 && (k & 1) == 0;
-            if (!fixed && (mine[k] == empty || other[k] == empty)) continue;
+            if (mine[k] == empty || other[k] == empty) continue;
 #pragma unroll
             for (int half = 0; half < 2; ++half) {
                 const int fs = half ? 16 : 0, os = half ? shift : 2 * shift;   // field, scale
@@ -784,8 +695,7 @@ sc_sparse_slots(sc_i64 j0, sc_i64 m, int R, int d, int nnz, sc_u64 seed, sc_u64 
     } else {
         // A warp holds 64 rows of Y, K = 64 / groups a lane group: row i = 64 w + K g + k
         // of the block is stored at 64 w + groups k + g. Groups 2 p and 2 p + 1 share load
-        // instructions (the whole warp's with two groups, a half-warp's with four): one
-        // thread takes both their slots of one k, stored side by side.
+        // instructions: one thread takes both their slots of one k, stored side by side.
         const int K = 64 / groups;
         for (int u = tid; u < tbw / 2; u += nt) {
             const int at = 2 * u, k = (at & 63) / groups, g0 = at % groups;
@@ -841,64 +751,16 @@ __device__ __forceinline__ void sc_slot_stage(const T* Ab, int m, int ncols, sc_
         sc_cp_async16(ovs + 4 * i, ovsrc + 4 * i, true);
 }
 
-// The staged values at the two places of a slot word s from this thread's columns: byte
-// offsets in the staged tile, S = 0 as the low and high 16 bits (bit 0 a sign), for chunks
-// up to 2^16 bytes; S = 1 the low half's offset >> 2 (bits 1..14) and the high half's >> 1,
-// for chunks up to twice as long. `tile` is the staged tile (the same for the whole block)
-// and `lane` the thread's byte offset within a staged row, below the row's size: row
-// offsets are multiples of it, so the low half's address is one OR (S = 0) and the high
-// half's one shift-and-add, each then addressed from the block's tile in a uniform
-// register (offsets in rows cost a shift, a mask and two adds per place: 8 instructions
-// per place, which left the kernel issue-bound; scaling both halves by two cost 12
-// instructions more per slot; a per-thread base pointer, one add more per low half).
-template <class F, int S>
-__device__ __forceinline__ typename F::type sc_slot_pair(const char* tile, unsigned lane,
-                                                        unsigned s) {
-    typedef typename F::type vec;
-    const unsigned lo = (S ? (s & 0x7ffeu) << 2 : s & 0xfffeu) | lane, hi = (s >> (16 - S)) + lane;
-    return F::add(*reinterpret_cast<const vec*>(tile + lo),
-                  *reinterpret_cast<const vec*>(tile + hi));
-}
-
-// A slot's sum of plus entries minus minus entries. Places fill in order, so a word (two
-// places) equal to `empty` (both places the zero row) ends its entries: it is skipped, a
-// branch that is uniform over the warp (all lanes read the same slot), sparing the
-// shared-memory traffic of the zero-row loads.
-template <int H, class F, int S, bool SIGNED> struct sc_slot_sum;
-template <class F, int S> struct sc_slot_sum<4, F, S, false> {
-    static __device__ __forceinline__ void add(typename F::type& acc, uint4 s, const char* tile,
-                                               unsigned lane, unsigned empty) {
-        acc = F::add(acc, get(s, tile, lane, empty));
-    }
-    static __device__ __forceinline__ typename F::type get(uint4 s, const char* tile,
-                                                           unsigned lane, unsigned empty) {
-        typename F::type v = F::sub(sc_slot_pair<F, S>(tile, lane, s.x),
-                                    sc_slot_pair<F, S>(tile, lane, s.z));
-        if (s.y != empty) {                              // flexible pairs: signed, in order
-            v = F::add(v, F::flip(sc_slot_pair<F, S>(tile, lane, s.y), s.y << 31));
-            if (s.w != empty)
-                v = F::add(v, F::flip(sc_slot_pair<F, S>(tile, lane, s.w), s.w << 31));
-        }
-        return v;
-    }
-};
-template <class F, int S> struct sc_slot_sum<2, F, S, false> {
-    static __device__ __forceinline__ void add(typename F::type& acc, uint2 s, const char* tile,
-                                               unsigned lane, unsigned empty) {
-        acc = F::add(acc, get(s, tile, lane, empty));
-    }
-    static __device__ __forceinline__ typename F::type get(uint2 s, const char* tile,
-                                                           unsigned lane, unsigned empty) {
-        typename F::type v = F::zero();
-        if (s.x != empty) {                              // flexible pairs: signed, in order
-            v = F::flip(sc_slot_pair<F, S>(tile, lane, s.x), s.x << 31);
-            if (s.y != empty)
-                v = F::add(v, F::flip(sc_slot_pair<F, S>(tile, lane, s.y), s.y << 31));
-        }
-        return v;
-    }
-};
-
+// Adds the staged values at the two places of slot word s, each with its sign, from this
+// thread's columns to acc. Places are byte offsets in the staged tile: S = 0, the low and
+// high 16 bits, for chunks up to 2^16 bytes; S = 1, the low half's offset >> 2 (bits
+// 2 .. 14) and the high half's >> 1, for chunks up to twice as long; the signs in bits 0
+// and 1. `tile` is the staged tile (the same for the whole block) and `lane` the thread's
+// byte offset within a staged row, below the row's size: row offsets are multiples of it,
+// so the low half's address is one OR (S = 0) and the high half's one shift-and-add, each
+// then addressed from the block's tile in a uniform register (offsets in rows cost a
+// shift, a mask and two adds per place: 8 instructions per place, which left the kernel
+// issue-bound).
 template <class F, int S>
 __device__ __forceinline__ void sc_slot_add(typename F::type& acc, const char* tile,
                                             unsigned lane, unsigned s) {
@@ -911,7 +773,8 @@ __device__ __forceinline__ void sc_slot_add(typename F::type& acc, const char* t
 // Adds a slot's entries to acc, word by word in order; a word equal to `empty` (both places
 // the zero row) ends them. The branches are per lane: lane groups whose slot has no more
 // entries sit out the loads of the others (no shared-memory wavefront for them).
-template <class F, int S> struct sc_slot_sum<4, F, S, true> {
+template <int H, class F, int S> struct sc_slot_sum;
+template <class F, int S> struct sc_slot_sum<4, F, S> {
     static __device__ __forceinline__ void add(typename F::type& acc, uint4 s, const char* tile,
                                                unsigned lane, unsigned empty) {
         if (s.x != empty) {
@@ -926,7 +789,7 @@ template <class F, int S> struct sc_slot_sum<4, F, S, true> {
         }
     }
 };
-template <class F, int S> struct sc_slot_sum<2, F, S, true> {
+template <class F, int S> struct sc_slot_sum<2, F, S> {
     static __device__ __forceinline__ void add(typename F::type& acc, uint2 s, const char* tile,
                                                unsigned lane, unsigned empty) {
         if (s.x != empty) {
@@ -939,35 +802,28 @@ template <class F, int S> struct sc_slot_sum<2, F, S, true> {
 // Work is (column tile, chunk) pairs in tile-major order, handed out to the blocks in equal
 // contiguous ranges (per_block pairs each), so that every multiprocessor gets the same
 // work: a range may end one tile and start the next, flushing Y in between.
-// G lane groups per warp: G = 1, a warp's lanes cover 32 V columns of K = 32 / V rows of Y;
-// G = 2 (V = 1), each half-warp covers 16 columns of its own 32 rows, so that a block of
-// 1024 threads holds 2048 rows of Y and a staged row is 64 bytes: half the blocks of rows
-// for large d, each staging chunks twice as long, and one load instruction serves two
-// entries (the halves' rows share banks half the time). G = 4 (V = 2), each quarter-warp
-// covers the same 16 columns, two per lane, of its own 16 rows: the same blocks, tiles and
-// chunks, but a load instruction serves four entries (a half-warp's two groups conflict as
-// the two groups of G = 2 do) and a slot load four slots, so about half the instructions
-// a slot. blockDim.x = V tbw / G threads.
-// T = double (V = 1, G = 1): one double column per lane, 16 rows of Y per thread (the same
-// 32 registers a thread, 256-byte staged rows, as V = 2 in float).
-template <int H, int V, int S, int G, class T = float>
+// G lane groups per warp, each of 32 / G lanes with V = 8 / sizeof(T) columns a lane (two
+// floats or one double) of its own K = 16 rows of Y: G = 1, 64 float or 32 double columns
+// a tile; G = 4 (float), 16 columns, so that a block of 1024 threads holds 2048 rows of Y
+// and a staged row is 64 bytes: for large d a quarter of the blocks of rows, each staging
+// chunks four times as long, and one load instruction serves four entries (a half-warp's
+// two groups share banks half the time). blockDim.x = 2 tbw / G threads.
+template <int H, int S, int G, class T>
 __global__ void __launch_bounds__(SC_SLOT_THREADS, 1)
 sc_sparse_apply_slots(const T* A, int m, sc_i64 n, sc_i64 lda, int d, int R,
                       const typename sc_slot_word<H>::type* SL, const unsigned* OV,
                       int ovstride, int tbw, int ntb, int ntiles, int nchunks, int per_block,
                       double scale, T* Y, sc_i64 ldy) {
-    static_assert(G == 1 || (sizeof(T) == 4 && G == 2 * V),
-                  "lane groups take 64-byte staged rows: one float a lane in two groups, two "
-                  "in four");
-    static_assert(sizeof(T) == 4 || (V == 1 && G == 1), "double: one column, one group");
+    static_assert(G == 1 || (sizeof(T) == 4 && G == 4),
+                  "four lane groups of two floats (64-byte staged rows), or one group");
     typedef typename sc_slot_word<H>::type word;
-    typedef typename sc_slot_lane<T, V>::F F;
+    typedef typename sc_slot_lane<T>::F F;
     typedef typename F::type vec;
-    constexpr int LB = V * (int)sizeof(T);               // bytes of a lane's columns
+    constexpr int V = 8 / (int)sizeof(T);                // columns a lane
+    constexpr int LB = 8;                                // bytes of a lane's columns
     constexpr int K = 128 / LB;                          // rows of Y per thread
     constexpr int TILE = 32 * V / G;                     // columns per tile
     constexpr int GL = 32 / G;                           // lanes per group
-    constexpr bool SIGNED = LB == 8;                     // signed places (sc_sparse_slots)
     extern __shared__ __align__(16) unsigned char sc_smem[];
     const int sstride = (R + 2) * TILE;                  // a staged tile, its two zero rows
     T* stage0 = (T*)sc_smem;                             // 2 x ((R + 2) x TILE)
@@ -1012,11 +868,11 @@ sc_sparse_apply_slots(const T* A, int m, sc_i64 n, sc_i64 lda, int d, int R,
         const word* sl = slots0 + buf * tbw + w * K * G + g;
         const T* col = stage0 + buf * sstride + V * cl;
         const char* tileb = reinterpret_cast<const char*>(stage0 + buf * sstride);
-        // Two zero-row places (sc_slot_pair's halves).
+        // Two zero-row places (sc_slot_add's halves).
         const unsigned empty = sc_slot_encode(R, R, 0u, TILE * (int)sizeof(T), S);
 #pragma unroll
         for (int k = 0; k < K; ++k)
-            sc_slot_sum<H, F, S, SIGNED>::add(acc[k], sl[k * G], tileb, LB * cl, empty);
+            sc_slot_sum<H, F, S>::add(acc[k], sl[k * G], tileb, LB * cl, empty);
         // Entries beyond the slots' places: one coalesced reduction per entry and column
         // into Y, from the staged tile (the list's head is staged; a longer list reads on
         // from L2), an entry per lane group.

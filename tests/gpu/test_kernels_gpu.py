@@ -158,29 +158,25 @@ def test_sparse_apply_owned_slabs_and_vectors(monkeypatch, vector):
     assert_within(cupy.asnumpy(Y), ref, bound, f"owned, vector={vector}")
 
 
-@pytest.mark.parametrize("vector,groups", [(1, 1), (2, 1), (1, 2), (2, 4)])
+@pytest.mark.parametrize("groups", [1, 4])
 @pytest.mark.parametrize("d,m,n,nnz,plan", [
-    (512, 5000, 96, 8, (240, 4)),    # 3.75 (7.5) entries per row of Y and chunk: overflow
-    (64, 4000, 32, 8, (240, 4)),     # 30 (60) per row: full flexible pairs, most overflow
-    (2048, 5000, 64, 8, (384, 4)),   # chunks too long for byte offsets (halved), 2 blocks
-    (1024, 6000, 64, 8, (240, 2)),   # two places per sign, some overflow
+    (512, 5000, 96, 8, (240, 4)),    # 3.75 entries per row of Y and chunk: some overflow
+    (64, 4000, 32, 8, (240, 4)),     # 30 per row: full slots, most entries overflow
+    (2048, 5000, 64, 8, (384, 4)),   # one group: chunks too long for byte offsets (halved)
+    (1024, 6000, 64, 8, (240, 2)),   # four places a slot, some overflow
     (2500, 7000, 40, 3, None),       # several blocks of rows of Y, the last one partial
     (64, 3001, 36, 8, None),         # few warps per block, a ragged last chunk
-    (200, 4000, 100, 5, None),       # a ragged last column tile (100 = 3 x 32 + 4, 64 + 36)
+    (200, 4000, 100, 5, None),       # a ragged last column tile (100 = 64 + 36, 6 x 16 + 4)
 ])
-def test_sparse_apply_slots_slabs_and_overflow(monkeypatch, vector, groups, d, m, n, nnz,
-                                                plan):
-    """The "slots" kernel, one and two columns per thread, two and four lane groups per
-    warp, over several slabs of slot tables, with blocks of rows of Y, overflow entries (more rows
-    of A hitting one row of Y in a chunk than its slot has places), ragged column tiles and
-    tiny d, against the float64 product."""
+def test_sparse_apply_slots_slabs_and_overflow(monkeypatch, groups, d, m, n, nnz, plan):
+    """The "slots" kernel, one and four lane groups per warp, over several slabs of slot
+    tables, with blocks of rows of Y, overflow entries (more rows of A hitting one row of Y
+    in a chunk than its slot has places), ragged column tiles and tiny d, against the
+    float64 product."""
     from sketchcore._cuda import _sparse
     monkeypatch.setattr(_sparse, "_SLOT_SLAB", 2048)
     monkeypatch.setattr(_sparse, "SLOTS_MIN_D", 1)
-    monkeypatch.setattr(_sparse, "SLOT_VECTOR", vector)
     monkeypatch.setattr(_sparse, "SLOT_GROUPS", groups)
-    if plan is not None and vector == 1:
-        plan = (2 * plan[0], plan[1])           # the same bytes of staged rows
     if plan is not None:
         monkeypatch.setattr(_sparse, "_slot_plan", lambda *args: plan)
     stream = make_stream("sparse_sign", 0, 0)
@@ -193,10 +189,10 @@ def test_sparse_apply_slots_slabs_and_overflow(monkeypatch, vector, groups, d, m
 
 
 @pytest.mark.parametrize("d,m,n,nnz,plan", [
-    (512, 5000, 96, 8, (240, 4)),    # 7.5 entries per row of Y and chunk: overflow
-    (64, 4000, 32, 8, (240, 4)),     # 60 per row: full flexible pairs, most overflow
+    (512, 5000, 96, 8, (240, 4)),    # 3.75 entries per row of Y and chunk: some overflow
+    (64, 4000, 32, 8, (240, 4)),     # 30 per row: full slots, most entries overflow
     (1024, 5000, 64, 8, (384, 4)),   # chunks too long for byte offsets (halved), 2 blocks
-    (1024, 6000, 64, 8, (240, 2)),   # two places per sign, some overflow
+    (1024, 6000, 64, 8, (240, 2)),   # four places a slot, some overflow
     (2500, 7000, 40, 3, None),       # several blocks of rows of Y, the last one partial
     (200, 4000, 100, 5, None),       # a ragged last column tile (100 = 3 x 32 + 4)
 ])
@@ -220,20 +216,18 @@ def test_sparse_apply_slots_float64(monkeypatch, d, m, n, nnz, plan):
     assert_within(cupy.asnumpy(Y), ref, bound, f"slots float64 d={d} nnz={nnz}")
 
 
-@pytest.mark.parametrize("vector,groups", [(1, 2), (2, 4)])
 @pytest.mark.parametrize("d,m,n,R", [
     (2048, 8000, 48, 1100),   # about 4 entries per row of Y and chunk, one block of rows
     (4096, 9000, 32, 1280),   # two blocks of rows of Y, about 2.5 entries a row
-    (256, 5000, 40, 1200),    # about 37: full flexible pairs, most entries overflow
+    (256, 5000, 40, 1200),    # about 37: full slots, most entries overflow
 ])
-def test_sparse_apply_slots_lane_groups_long_chunks(monkeypatch, vector, groups, d, m, n, R):
-    """Two and four lane groups per warp with chunks too long for byte offsets (shift 1:
-    64-byte staged rows, R > 1023), against the float64 product."""
+def test_sparse_apply_slots_lane_groups_long_chunks(monkeypatch, d, m, n, R):
+    """Four lane groups per warp with chunks too long for byte offsets (shift 1: 64-byte
+    staged rows, R > 1022), against the float64 product."""
     from sketchcore._cuda import _sparse
-    monkeypatch.setattr(_sparse, "SLOT_VECTOR", vector)
-    monkeypatch.setattr(_sparse, "SLOT_GROUPS", groups)
+    monkeypatch.setattr(_sparse, "SLOT_GROUPS", 4)
     monkeypatch.setattr(_sparse, "_slot_plan", lambda *args: (R, 4))
-    assert _sparse._slot_shift(R, vector, groups) == 1
+    assert _sparse._slot_shift(R, 4) == 1
     calls = _record_launches(monkeypatch, _sparse)
     stream = make_stream("sparse_sign", 0, 0)
     A = np.random.default_rng(d + m).standard_normal((m, n)).astype(np.float32)
@@ -241,29 +235,22 @@ def test_sparse_apply_slots_lane_groups_long_chunks(monkeypatch, vector, groups,
     ref = S @ A.astype(np.float64)
     bound = gamma((S != 0).sum(axis=1).max() + 1, np.float32) * (np.abs(S) @ np.abs(A))
     Y = _cuda.sparse_sign_left(cupy.asarray(A), d, 8, 79, stream, method="slots")
-    assert f"sc_sparse_apply_slots<4, {vector}, 1, {groups}>" in calls, calls
-    assert_within(cupy.asnumpy(Y), ref, bound, f"slots, {groups} groups, d={d}, R={R}")
+    assert "sc_sparse_apply_slots<4, 1, 4, float>" in calls, calls
+    assert_within(cupy.asnumpy(Y), ref, bound, f"slots, four groups, d={d}, R={R}")
 
 
-def _decode_slots(SL, OV, layout, vector, groups, chunks):
+def _decode_slots(SL, OV, layout, groups, chunks):
     """Read slot tables as sc_sparse_apply_slots does: {(chunk, row of Y): sorted list of
-    (row of the chunk, sign)} from the slot words and the overflow lists, plus every place
-    read as (chunk, row of Y, word, half, row of the chunk), zero rows included.
-
-    Signed places (two floats a lane): words in order up to the first empty one, bit 0 the
-    low place's sign, bit 1 the high's. By sign (one float a lane): H = 4, a fixed plus
-    pair (word 0), flexible (1), a fixed minus pair (2), flexible (3); H = 2, two flexible;
-    a flexible word's sign in bit 0, flexible words up to the first empty one."""
+    (row of the chunk, sign)} from the slot words (in order, up to the first empty one;
+    bit 0 the low place's sign, bit 1 the high's) and the overflow lists, plus every place
+    read as (chunk, row of Y, word, half, row of the chunk), zero rows included."""
     from sketchcore._cuda import _sparse
     tbw, ntb, R, H, ovstride, _ = layout
-    row_bytes = 128 * vector // groups
-    shift = _sparse._slot_shift(R, vector, groups)
-    signed = _sparse._slot_signed(vector)
+    row_bytes = _sparse._slot_row_bytes(groups)
+    shift = _sparse._slot_shift(R, groups)
     words = cupy.asnumpy(SL).reshape(chunks, ntb, tbw, H).astype(np.int64)
     ovs = cupy.asnumpy(OV).astype(np.int64)
     empty = ((R * row_bytes) >> (2 * shift)) | (((R * row_bytes) >> shift) << 16)
-    order = list(range(H)) if signed or H == 2 else [0, 2, 1, 3]
-    flexible = set(range(H)) if signed or H == 2 else {1, 3}
     entries, reads = {}, []
     for c in range(chunks):
         for tb in range(ntb):
@@ -274,9 +261,9 @@ def _decode_slots(SL, OV, layout, vector, groups, chunks):
                 at = i if groups == 1 else i - i % 64 + groups * k + g
                 w = words[c, tb, at]
                 got = []
-                for k in order:
-                    if k in flexible and w[k] == empty:
-                        break       # the kernel skips it and every later flexible word
+                for k in range(H):
+                    if w[k] == empty:
+                        break       # the kernel skips it and every later word
                     lo = ((w[k] & 0x7ffc) << 2) if shift else (w[k] & 0xfffc)
                     hi = w[k] >> (16 - shift)
                     assert lo % row_bytes == 0 and hi % row_bytes == 0, (c, tb, i, k)
@@ -284,12 +271,8 @@ def _decode_slots(SL, OV, layout, vector, groups, chunks):
                         r = off // row_bytes
                         reads.append((c, tb * tbw + i, k, half, r))
                         assert r <= R + 1, (c, tb, i, k, r)
-                        if signed:
-                            minus = w[k] >> half & 1
-                        else:
-                            minus = k == 2 or (k in flexible and w[k] & 1)
                         if r < R:
-                            got.append((r, -1 if minus else 1))
+                            got.append((r, -1 if w[k] >> half & 1 else 1))
                 entries[c, tb * tbw + i] = got
             ov = ovs[(c * ntb + tb) * ovstride:]
             for u in ov[1:1 + ov[0]]:
@@ -297,12 +280,11 @@ def _decode_slots(SL, OV, layout, vector, groups, chunks):
     return {key: sorted(v) for key, v in entries.items()}, reads
 
 
-@pytest.mark.parametrize("vector,groups,d,R,H", [
-    (1, 1, 256, 240, 4), (2, 1, 256, 120, 4), (1, 2, 2048, 480, 4), (1, 2, 2048, 1100, 4),
-    (1, 2, 4096, 700, 2), (1, 1, 1024, 300, 2), (1, 2, 64, 480, 4), (2, 4, 4096, 1280, 4),
-    (2, 4, 2048, 480, 4), (2, 4, 4096, 700, 2), (2, 4, 64, 480, 4),
+@pytest.mark.parametrize("groups,d,R,H", [
+    (1, 256, 120, 4), (1, 1024, 300, 2), (1, 64, 240, 4), (4, 4096, 1280, 4),
+    (4, 2048, 480, 4), (4, 2048, 1100, 4), (4, 4096, 700, 2), (4, 64, 480, 4),
 ])
-def test_slot_tables_hold_every_entry_once(vector, groups, d, R, H):
+def test_slot_tables_hold_every_entry_once(groups, d, R, H):
     """sc_sparse_slots' tables, read back as the apply kernel reads them, hold every
     nonzero of S (row of Y, row of the chunk, sign) exactly once, in a slot place or the
     overflow list; zero places name one of the two zero rows (R, R + 1); and with lane
@@ -312,7 +294,7 @@ def test_slot_tables_hold_every_entry_once(vector, groups, d, R, H):
     from sketchcore._cuda import _sparse
     m, nnz, seed = 3 * R - 17, 8, 81
     stream = make_stream("sparse_sign", 0, 0)
-    layout = _sparse._slot_layout(m, d, nnz, 227 * 1024, vector, groups)
+    layout = _sparse._slot_layout(m, d, nnz, 227 * 1024, groups)
     tbw, ntb = layout[:2]
     layout = (tbw, ntb, R, H) + layout[4:]
     bands = max((min(d, t0 + tbw) * nnz - 1) // d - ((t0 + 1) * nnz - 1) // d + 1
@@ -322,8 +304,8 @@ def test_slot_tables_hold_every_entry_once(vector, groups, d, R, H):
     chunks = -(-m // R)
     SL = cupy.full(chunks * ntb * tbw * H, 0xdeadbeef, dtype=cupy.uint32)
     OV = cupy.zeros(chunks * ntb * ovstride + _sparse._SLOT_OVS, dtype=cupy.uint32)
-    _sparse._build_slots(0, m, d, nnz, seed, stream, layout, vector, groups, SL, OV)
-    got, reads = _decode_slots(SL, OV, layout, vector, groups, chunks)
+    _sparse._build_slots(0, m, d, nnz, seed, stream, layout, groups, SL, OV)
+    got, reads = _decode_slots(SL, OV, layout, groups, chunks)
     S = _sparse_dense_cpu(d, m, nnz, seed, stream, np.float64)
     for c in range(chunks):
         block = S[:, c * R:(c + 1) * R]
