@@ -82,7 +82,7 @@ def _slot_plan(d, nnz, tbw, optin, groups=1):
 
     Every row of Y costs one slot load per chunk and a load per filled place pair, so chunks
     should be long: about 4 entries per row of Y and chunk with H = 4 (eight places: a
-    Poisson count of mean 4 overflows 0.5% of the entries), else as long as two staged tiles
+    Poisson count of mean 4 overflows 0.8% of the entries), else as long as two staged tiles
     fit in shared memory and a row's offset fits a slot's 16 bits (R <= _slot_r_max), with
     H = 2 when that still leaves at most 2.5 entries per row (2 with lane groups). A chunk a
     little too long for byte offsets is cut to the longest that fits them (_slot_shift:
@@ -103,7 +103,7 @@ def _slot_plan(d, nnz, tbw, optin, groups=1):
 
 def _slot_layout(m, d, nnz, optin, groups=1):
     """Geometry of the "slots" kernel with ``groups`` lane groups per warp for m rows of A:
-    (tbw, ntb, R, H, ovstride, slab) = rows of Y per block (16 groups per warp, blocks of
+    (tbw, ntb, R, H, ovstride, slab) = rows of Y per block (16 per lane group, blocks of
     2 tbw / groups threads), blocks of rows, chunk length, words per slot, overflow list
     stride (every entry of a (chunk, block) may overflow), rows of A per slab (whole
     chunks, at most _SLOT_SLAB rows and _SLOT_BYTES of tables)."""
