@@ -261,18 +261,18 @@ def _decode_slots(SL, OV, layout, groups, chunks):
                 at = i if groups == 1 else i - i % 64 + groups * k + g
                 w = words[c, tb, at]
                 got = []
-                for k in range(H):
-                    if w[k] == empty:
+                for j in range(H):
+                    if w[j] == empty:
                         break       # the kernel skips it and every later word
-                    lo = ((w[k] & 0x7ffc) << 2) if shift else (w[k] & 0xfffc)
-                    hi = w[k] >> (16 - shift)
-                    assert lo % row_bytes == 0 and hi % row_bytes == 0, (c, tb, i, k)
+                    lo = ((w[j] & 0x7ffc) << 2) if shift else (w[j] & 0xfffc)
+                    hi = w[j] >> (16 - shift)
+                    assert lo % row_bytes == 0 and hi % row_bytes == 0, (c, tb, i, j)
                     for half, off in enumerate((lo, hi)):
                         r = off // row_bytes
-                        reads.append((c, tb * tbw + i, k, half, r))
-                        assert r <= R + 1, (c, tb, i, k, r)
+                        reads.append((c, tb * tbw + i, j, half, r))
+                        assert r <= R + 1, (c, tb, i, j, r)
                         if r < R:
-                            got.append((r, -1 if w[k] >> half & 1 else 1))
+                            got.append((r, -1 if w[j] >> half & 1 else 1))
                 entries[c, tb * tbw + i] = got
             ov = ovs[(c * ntb + tb) * ovstride:]
             for u in ov[1:1 + ov[0]]:
