@@ -6,6 +6,8 @@ import numpy as np
 
 from sketchcore._cuda._loader import launch, grid_size, device_properties
 from sketchcore._cuda._common import ctype_of, require_cupy_2d, i32, i64, u64, f64, zero
+from sketchcore._cuda._table_cache import slot_tables
+from sketchcore._cuda import _trace
 
 __all__ = ["sparse_sign_left", "sparse_sign_right", "sparse_sign_dense", "sparse_sign_indices"]
 
@@ -134,7 +136,9 @@ def _apply_slots(A, m, n, lda, d, nnz, seed, stream, Y, ldy, zero_y=False):
     (``_slot_layout``); ``zero_y``: Y is zeroed here, after the first slot tables are
     launched (the GPU starts on them while the host does the rest). The launches of a
     shape are planned once (``_slot_launches``): the host time before the first launch
-    is time the GPU waits."""
+    is time the GPU waits. An operator's tables are kept from its second apply on
+    (``_table_cache.slot_tables``, where they fit one slab), so later applies of it on the
+    same CUDA stream launch the apply kernel alone."""
     import cupy
     T = "double" if A.dtype == cupy.float64 else "float"
     G = 1 if T == "double" else _slot_groups(d)
@@ -146,20 +150,75 @@ def _apply_slots(A, m, n, lda, d, nnz, seed, stream, Y, ldy, zero_y=False):
             _plans.clear()
         plan = _plans[key] = _slot_launches(m, n, lda, ldy, d, nnz, G, T)
     n_sl, n_tables, slabs = plan
-    # Slot tables and overflow lists in one allocation.
+    # Slot tables and overflow lists in one allocation; one slab's kept across calls
+    # (_table_cache) unless a graph capture or a launch trace would hold on to them.
+    cache, tkey, cuda_stream = None, None, None
+    if len(slabs) == 1 and slot_tables.limit > 0 and _trace.recording() is None:
+        cuda_stream = cupy.cuda.get_current_stream()
+        if not cuda_stream.is_capturing():
+            cache = slot_tables
+            tkey = key[:2] + key[5:] + (int(seed), int(stream), cuda_stream.ptr)
+    kept = cache.get(tkey) if cache is not None else None
+    if kept is not None:
+        _apply_kept(kept, A, Y, (n, lda, ldy, zero_y), n_sl, slabs[0][3], cuda_stream)
+        return Y
     tables = cupy.empty(n_tables, dtype=cupy.uint32)
+    _launch_slabs(A, m, Y, tables, n_sl, slabs, (u64(seed), u64(stream)), zero_y)
+    if cache is not None:
+        cache.offer(tkey, _KeptSlots(tables))
+    return Y
+
+
+def _launch_slabs(A, m, Y, tables, n_sl, slabs, keys, zero_y, build=True):
+    """Per slab: its slot tables into ``tables`` (unless ``build`` is False: kept ones),
+    Y zeroed after the first (``zero_y``), the apply kernel."""
     SL, OV = tables[:n_sl], tables[n_sl:]
-    keys = (u64(seed), u64(stream))
-    for j0, rows, build, apply in slabs:
-        launch(build[0], build[1], (_BUILDER_THREADS,), build[2] + keys + build[3] + (SL, OV),
-               shared_mem=build[4])
+    for j0, rows, builder, apply in slabs:
+        if build:
+            launch(builder[0], builder[1], (_BUILDER_THREADS,),
+                   builder[2] + keys + builder[3] + (SL, OV), shared_mem=builder[4])
         if zero_y:
             zero(Y)
             zero_y = False
         a = A if rows == m else A[j0:j0 + rows]
         launch(apply[0], apply[1], apply[2], (a,) + apply[3] + (SL, OV) + apply[4] + (Y,)
                + apply[5], shared_mem=apply[6])
-    return Y
+
+
+class _KeptSlots:
+    """One operator's kept slot tables (``slot_tables``) and the launch traces (``_trace``)
+    of the applies that read them, one per (n, lda, ldy, zero_y): a replay issues the
+    memset and the apply kernel from C. The Python path before the launches took 40 us of
+    host time a call on the H200 machine, time the GPU waits at the start of a call that
+    launches no builder."""
+    __slots__ = ("tables", "nbytes", "traces")
+    TRACES = 8                # traces kept per operator (widths of A) at most
+
+    def __init__(self, tables):
+        self.tables, self.nbytes, self.traces = tables, tables.nbytes, {}
+
+
+def _apply_kept(kept, A, Y, shape, n_sl, apply, cuda_stream):
+    """Y (+)= S @ A with ``kept``'s tables, one slab: replayed from its trace for ``shape``,
+    recorded on the first such call (or the ordinary launches where recording failed)."""
+    tables = kept.tables
+    trace = kept.traces.get(shape)
+    addresses = [A.data.ptr, Y.data.ptr, tables.data.ptr]
+    if trace:
+        trace.replay(addresses, 0, cuda_stream.ptr)
+        return
+    slab = [(0, A.shape[0], None, apply)]
+    zero_y = shape[3]
+    if trace is None:
+        if len(kept.traces) >= kept.TRACES:
+            kept.traces.clear()
+        regions = [(A.data.ptr, A.nbytes, 0, 0), (Y.data.ptr, Y.nbytes, 1, 0),
+                   (tables.data.ptr, tables.nbytes, 2, 0)]
+        with _trace.record(regions, 3) as rec:
+            _launch_slabs(A, A.shape[0], Y, tables, n_sl, slab, (), zero_y, build=False)
+        kept.traces[shape] = rec.trace if rec.trace is not None else False
+    else:
+        _launch_slabs(A, A.shape[0], Y, tables, n_sl, slab, (), zero_y, build=False)
 
 
 _plans = {}          # (device, m, n, lda, ldy, d, nnz, G, T, ...) -> _slot_launches(...)
