@@ -229,7 +229,7 @@ template <> struct sc_fvec<2> {
     // acc + x or acc - x (sign bit 31 of s): an exact multiply by +-1 fused with the add,
     // so the sign costs no instruction on x.
     static __device__ __forceinline__ float2 signed_add(float2 acc, float2 x, sc_u32 s) {
-        const float one = __uint_as_float(0x3f800000u | s);
+        const float one = __uint_as_float(0x3f800000u + s);
         return make_float2(fmaf(one, x.x, acc.x), fmaf(one, x.y, acc.y));
     }
 };
@@ -531,7 +531,8 @@ extern "C" __global__ void sc_sparse_indices(sc_i64 j0, sc_i64 nj, int d, int nn
 // fixed pairs with one float a lane, which the signed places had slowed to 0.74 (an
 // instruction-bound lane of one float pays the signs' instructions; that lane is gone).
 // At d = 4096 the warps mostly wait on shared-memory loads (issue 75% of cycles,
-// wavefronts 70% of one a cycle).
+// wavefronts 70% of one a cycle). The high place's sign in two instructions instead of
+// three (sc_slot_add): 713M -> 683M instructions, 0.912 -> 0.905 ms by events.
 // Tried and dropped: overflow entries added into the owning warp's registers 12% slower;
 // a switch over the exact entry count (indirect branches) 1.3 ms at d = 1024; the "owned"
 // kernel above (a load and a store per update into a shared-memory Y) 1.7 ms; staged tiles
@@ -541,7 +542,10 @@ extern "C" __global__ void sc_sparse_indices(sc_i64 j0, sc_i64 nj, int d, int nn
 // eight groups of four floats with predicated places (149M wavefronts, 700M instructions:
 // a float4 lane quadruples the adds of a place, 1.02 ms); the slots and the overflow head
 // staged by one bulk copy each on sm_90 (mbarrier) and the rows' copy loop unrolled (702M
-// against 713M instructions, 0.911 against 0.913 ms).
+// against 713M instructions, 0.911 against 0.913 ms); the builder pairing the entries of
+// partner rows (read in one load) by the parity of their staged rows, so that as few as
+// the parities allow share a bank half (wavefronts 165M -> 152M, but the apply kernel only
+// 1.3% faster and the builder 79 -> 93 us).
 #define SC_SLOT_THREADS 1024    // threads per block at most: 64 registers each
 #define SC_SLOT_OVS 256         // staged head of a chunk's overflow list (u32: count, entries)
 
@@ -767,7 +771,9 @@ __device__ __forceinline__ void sc_slot_add(typename F::type& acc, const char* t
     typedef typename F::type vec;
     const unsigned lo = (S ? (s & 0x7ffcu) << 2 : s & 0xfffcu) | lane, hi = (s >> (16 - S)) + lane;
     acc = F::signed_add(acc, *reinterpret_cast<const vec*>(tile + lo), s << 31);
-    acc = F::signed_add(acc, *reinterpret_cast<const vec*>(tile + hi), (s >> 1) << 31);
+    unsigned hs;   // the high place's sign bit (an opaque AND: folded into shifts it costs three)
+    asm("and.b32 %0, %1, 2;" : "=r"(hs) : "r"(s));
+    acc = F::signed_add(acc, *reinterpret_cast<const vec*>(tile + hi), hs << 30);
 }
 
 // Adds a slot's entries to acc, word by word in order; a word equal to `empty` (both places
