@@ -157,6 +157,7 @@ def _apply_slots(A, m, n, lda, d, nnz, seed, stream, Y, ldy, zero_y=False):
         cuda_stream = cupy.cuda.get_current_stream()
         if not cuda_stream.is_capturing():
             cache = slot_tables
+            # The tables do not depend on A's width or strides (key[2:5]).
             tkey = key[:2] + key[5:] + (int(seed), int(stream), cuda_stream.ptr)
     kept = cache.get(tkey) if cache is not None else None
     if kept is not None:
@@ -198,17 +199,19 @@ class _KeptSlots:
         self.tables, self.nbytes, self.traces = tables, tables.nbytes, {}
 
 
-def _apply_kept(kept, A, Y, shape, n_sl, apply, cuda_stream):
-    """Y (+)= S @ A with ``kept``'s tables, one slab: replayed from its trace for ``shape``,
-    recorded on the first such call (or the ordinary launches where recording failed)."""
+def _apply_kept(kept, A, Y, form, n_sl, apply, cuda_stream):
+    """Y += S @ A (Y zeroed first where ``form``'s last entry, zero_y, says so) with
+    ``kept``'s tables, in one slab (``apply``: its launch from ``_slot_launches``). Replayed
+    from the trace of ``form`` = (n, lda, ldy, zero_y), which the first call of that form
+    records while it launches from Python (as do calls whose recording failed)."""
     tables = kept.tables
-    trace = kept.traces.get(shape)
+    trace = kept.traces.get(form)          # None: not recorded yet; False: recording failed
     addresses = [A.data.ptr, Y.data.ptr, tables.data.ptr]
     if trace:
         trace.replay(addresses, 0, cuda_stream.ptr)
         return
     slab = [(0, A.shape[0], None, apply)]
-    zero_y = shape[3]
+    zero_y = form[3]
     if trace is None:
         if len(kept.traces) >= kept.TRACES:
             kept.traces.clear()
@@ -216,7 +219,7 @@ def _apply_kept(kept, A, Y, shape, n_sl, apply, cuda_stream):
                    (tables.data.ptr, tables.nbytes, 2, 0)]
         with _trace.record(regions, 3) as rec:
             _launch_slabs(A, A.shape[0], Y, tables, n_sl, slab, (), zero_y, build=False)
-        kept.traces[shape] = rec.trace if rec.trace is not None else False
+        kept.traces[form] = rec.trace if rec.trace is not None else False
     else:
         _launch_slabs(A, A.shape[0], Y, tables, n_sl, slab, (), zero_y, build=False)
 
