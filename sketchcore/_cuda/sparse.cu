@@ -781,31 +781,17 @@ __device__ __forceinline__ void sc_slot_add(typename F::type& acc, const char* t
 // Adds a slot's entries to acc, word by word in order; a word equal to `empty` (both places
 // the zero row) ends them. The branches are per lane: lane groups whose slot has no more
 // entries sit out the loads of the others (no shared-memory wavefront for them).
-template <int H, class F, int S> struct sc_slot_sum;
-template <class F, int S> struct sc_slot_sum<4, F, S> {
-    static __device__ __forceinline__ void add(typename F::type& acc, uint4 s, const char* tile,
-                                               unsigned lane, unsigned empty) {
-        if (s.x != empty) {
-            sc_slot_add<F, S>(acc, tile, lane, s.x);
-            if (s.y != empty) {
-                sc_slot_add<F, S>(acc, tile, lane, s.y);
-                if (s.z != empty) {
-                    sc_slot_add<F, S>(acc, tile, lane, s.z);
-                    if (s.w != empty) sc_slot_add<F, S>(acc, tile, lane, s.w);
-                }
-            }
-        }
+template <int H, class F, int S>
+__device__ __forceinline__ void sc_slot_sum(typename F::type& acc,
+                                            typename sc_slot_word<H>::type s,
+                                            const char* tile, unsigned lane, unsigned empty) {
+    const unsigned* words = reinterpret_cast<const unsigned*>(&s);
+#pragma unroll
+    for (int k = 0; k < H; ++k) {
+        if (words[k] == empty) break;
+        sc_slot_add<F, S>(acc, tile, lane, words[k]);
     }
-};
-template <class F, int S> struct sc_slot_sum<2, F, S> {
-    static __device__ __forceinline__ void add(typename F::type& acc, uint2 s, const char* tile,
-                                               unsigned lane, unsigned empty) {
-        if (s.x != empty) {
-            sc_slot_add<F, S>(acc, tile, lane, s.x);
-            if (s.y != empty) sc_slot_add<F, S>(acc, tile, lane, s.y);
-        }
-    }
-};
+}
 
 // Work is (column tile, chunk) pairs in tile-major order, handed out to the blocks in equal
 // contiguous ranges (per_block pairs each), so that every multiprocessor gets the same
@@ -880,7 +866,7 @@ sc_sparse_apply_slots(const T* A, int m, sc_i64 n, sc_i64 lda, int d, int R,
         const unsigned empty = sc_slot_encode(R, R, 0u, TILE * (int)sizeof(T), S);
 #pragma unroll
         for (int k = 0; k < K; ++k)
-            sc_slot_sum<H, F, S>::add(acc[k], sl[k * G], tileb, LB * cl, empty);
+            sc_slot_sum<H, F, S>(acc[k], sl[k * G], tileb, LB * cl, empty);
         // Entries beyond the slots' places: one coalesced reduction per entry and column
         // into Y, from the staged tile (the list's head is staged; a longer list reads on
         // from L2), an entry per lane group.
