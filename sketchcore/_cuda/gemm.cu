@@ -65,6 +65,49 @@ __device__ __forceinline__ bool sc_aligned4(const T* p) {
     return (reinterpret_cast<sc_u64>(p) & (4 * sizeof(T) - 1)) == 0;
 }
 
+// Rows r0 .. r0 + R - 1 (those below rmax) of an operand tile with unit stride along k into
+// shared memory, transposed to S[k * P + r]: four consecutive entries a thread, from memory
+// (16 bytes a load where aligned and in bounds, else element by element) or, GENERATED, from
+// a generated operator along its rows (both sketch applies: one Philox block for four
+// entries where they fill one, the operator's row length a multiple of 4, else entry by
+// entry).
+template <class T, class Acc, int R, int BK, bool GENERATED>
+__device__ __forceinline__ void sc_load_rows4(Acc* S, const T* ptr, sc_i64 s_r, sc_i64 r0,
+                                              sc_i64 rmax, int k0, int kend, int mode,
+                                              sc_u64 seed, sc_u64 stream, double scale) {
+    constexpr int P = R + 4, KV = BK / 4;
+    for (int e = threadIdx.x; e < R * KV; e += SC_GEMM_THREADS) {
+        const int r = e / KV, k = (e % KV) * 4;
+        const sc_i64 gr = r0 + r;
+        const int gk = k0 + k;
+        Acc v[4] = {(Acc)0, (Acc)0, (Acc)0, (Acc)0};
+        if (gr < rmax) {
+            if constexpr (GENERATED) {
+                const sc_u64 index = (sc_u64)(gr * s_r + gk);
+                if ((index & 3) == 0 && gk + 4 <= kend) {
+                    sc_generated4<Acc>(mode, seed, stream, index >> 2, scale, v);
+                } else {
+#pragma unroll
+                    for (int q = 0; q < 4; ++q)
+                        if (gk + q < kend)
+                            v[q] = sc_generated<Acc>(mode, seed, stream, index + q, scale);
+                }
+            } else {
+                const T* p = ptr + gr * s_r + gk;
+                if (gk + 4 <= kend && sc_aligned4(p)) {
+                    sc_load4(p, v);
+                } else {
+#pragma unroll
+                    for (int q = 0; q < 4; ++q)
+                        if (gk + q < kend) v[q] = (Acc)sc_to_float(p[q]);
+                }
+            }
+        }
+#pragma unroll
+        for (int q = 0; q < 4; ++q) S[(k + q) * P + r] = v[q];
+    }
+}
+
 // Operand tile into shared memory, transposed to S[k * P + r] (r < R, k < BK): element
 // (r, k) of the operand is ptr[r * s_r + k * s_k] (or a generated entry of that index).
 // Contiguous operands load 4 elements per access (16 bytes for float32) when aligned and in
@@ -75,25 +118,8 @@ __device__ __forceinline__ void sc_load_tile(Acc* S, const T* ptr, sc_i64 s_r, s
                                              sc_u64 seed, sc_u64 stream, double scale) {
     constexpr int P = R + 4;
     if (mode == SC_MODE_MEMORY && s_k == 1) {
-        constexpr int KV = BK / 4;
-        for (int e = threadIdx.x; e < R * KV; e += SC_GEMM_THREADS) {
-            const int r = e / KV, k = (e % KV) * 4;
-            const sc_i64 gr = r0 + r;
-            const int gk = k0 + k;
-            Acc v[4] = {(Acc)0, (Acc)0, (Acc)0, (Acc)0};
-            if (gr < rmax) {
-                const T* p = ptr + gr * s_r + gk;
-                if (gk + 4 <= kend && sc_aligned4(p)) {
-                    sc_load4(p, v);
-                } else {
-#pragma unroll
-                    for (int q = 0; q < 4; ++q)
-                        if (gk + q < kend) v[q] = (Acc)sc_to_float(p[q]);
-                }
-            }
-#pragma unroll
-            for (int q = 0; q < 4; ++q) S[(k + q) * P + r] = v[q];
-        }
+        sc_load_rows4<T, Acc, R, BK, false>(S, ptr, s_r, r0, rmax, k0, kend, mode, seed,
+                                            stream, scale);
     } else if (mode == SC_MODE_MEMORY && s_r == 1) {
         constexpr int RV = R / 4;
         for (int e = threadIdx.x; e < RV * BK; e += SC_GEMM_THREADS) {
@@ -115,31 +141,9 @@ __device__ __forceinline__ void sc_load_tile(Acc* S, const T* ptr, sc_i64 s_r, s
             for (int q = 0; q < 4; ++q) S[k * P + r + q] = v[q];
         }
     } else if (GEN && mode != SC_MODE_MEMORY && s_k == 1) {
-        // A generated operator along its rows (both sketch applies): four consecutive
-        // entries a thread, from one Philox block where they fill one (the operator's row
-        // length a multiple of 4), else entry by entry.
-        constexpr int KV = BK / 4;
-        for (int e = threadIdx.x; e < R * KV; e += SC_GEMM_THREADS) {
-            const int r = e / KV, k = (e % KV) * 4;
-            const sc_i64 gr = r0 + r;
-            const int gk = k0 + k;
-            Acc v[4] = {(Acc)0, (Acc)0, (Acc)0, (Acc)0};
-            if constexpr (GEN) {
-                if (gr < rmax) {
-                    const sc_u64 index = (sc_u64)(gr * s_r + gk);
-                    if ((index & 3) == 0 && gk + 4 <= kend) {
-                        sc_generated4<Acc>(mode, seed, stream, index >> 2, scale, v);
-                    } else {
-#pragma unroll
-                        for (int q = 0; q < 4; ++q)
-                            if (gk + q < kend)
-                                v[q] = sc_generated<Acc>(mode, seed, stream, index + q, scale);
-                    }
-                }
-            }
-#pragma unroll
-            for (int q = 0; q < 4; ++q) S[(k + q) * P + r] = v[q];
-        }
+        if constexpr (GEN)
+            sc_load_rows4<T, Acc, R, BK, true>(S, ptr, s_r, r0, rmax, k0, kend, mode, seed,
+                                               stream, scale);
     } else {
         for (int e = threadIdx.x; e < R * BK; e += SC_GEMM_THREADS) {
             const int r = e / BK, k = e % BK;
